@@ -1,0 +1,101 @@
+"""Shared benchmark helpers: timing over all local devices, the matmul roofline, and writing
+one section of BENCHMARKS.md per script (sections are replaced, never duplicated)."""
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+from tokensparse import cpu  # noqa: E402  (before JAX)
+
+cpu.use_host_devices()
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+ROOT = os.path.join(os.path.dirname(__file__), '..')
+BENCHMARKS_MD = os.path.join(ROOT, 'BENCHMARKS.md')
+
+
+def device_description() -> str:
+  d = jax.devices()[0]
+  if d.platform == 'cpu':
+    name = platform.processor() or 'CPU'
+    try:
+      for line in open('/proc/cpuinfo'):
+        if line.startswith('model name'):
+          name = line.split(':', 1)[1].strip()
+          break
+    except OSError:
+      pass
+    return f'CPU: {name}, {os.cpu_count()} cores as {jax.local_device_count()} host devices'
+  return f'{jax.local_device_count()} x {d.device_kind}'
+
+
+def time_per_call(fn, *args, warmup: int = 1, iters: int = 5) -> float:
+  """Median seconds per call of an already-jitted/pmapped fn (compilation excluded)."""
+  for _ in range(warmup):
+    jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(iters):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t)
+  return float(np.median(times))
+
+
+def matmul_gflops(n: int = 2048) -> float:
+  """fp32 GFLOP/s of an n^3 matmul, one per local device at once: the roofline here."""
+  devices = jax.local_devices()
+  a = jax.device_put_sharded([jnp.ones((n, n), jnp.float32)] * len(devices), devices) \
+      if hasattr(jax, 'device_put_sharded') else jax.pmap(lambda x: x)(jnp.ones((len(devices), n, n)))
+  f = jax.pmap(lambda x: x @ x)
+  return 2 * n ** 3 * len(devices) / time_per_call(f, a, iters=3) / 1e9
+
+
+def predict_fn(model, params):
+  """A pmapped forward pass: images [devices, per_device, H, W, C] -> logits."""
+  return jax.pmap(lambda p, x: model.apply({'params': p}, x)[0], in_axes=(None, 0))
+
+
+def images_per_sec(model, params, batch: int, image_size: int, iters: int = 5) -> float:
+  n = jax.local_device_count()
+  if batch % n:
+    n = 1
+  x = jnp.zeros((n, batch // n, image_size, image_size, 3), jnp.float32)
+  f = predict_fn(model, params) if n > 1 else jax.jit(
+      lambda p, x: model.apply({'params': p}, x[0])[0])
+  return batch / time_per_call(f, params, x, iters=iters)
+
+
+def git_revision() -> str:
+  try:
+    return subprocess.check_output(['git', 'rev-parse', '--short', 'HEAD'], cwd=ROOT,
+                                   text=True).strip()
+  except (OSError, subprocess.CalledProcessError):
+    return 'unknown'
+
+
+def write_section(name: str, body: str) -> None:
+  """Replace (or append) the section `name` of BENCHMARKS.md."""
+  text = open(BENCHMARKS_MD).read() if os.path.exists(BENCHMARKS_MD) else \
+      '# Benchmarks\n\nMade by the scripts in `benchmarks/`; each writes its own section.\n'
+  begin, end = f'<!-- BEGIN {name} -->', f'<!-- END {name} -->'
+  section = f'{begin}\n{body.strip()}\n{end}'
+  if begin in text:
+    text = re.sub(re.escape(begin) + '.*?' + re.escape(end), lambda _: section, text, flags=re.S)
+  else:
+    text = text.rstrip() + '\n\n' + section + '\n'
+  with open(BENCHMARKS_MD, 'w') as f:
+    f.write(text)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+  return '\n'.join(lines)

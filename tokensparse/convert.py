@@ -1,0 +1,264 @@
+"""Import of pretrained ViT/DeiT checkpoints into tokensparse Flax parameters.
+
+Formats:
+  * timm / DeiT state dicts: `.pth`/`.pt`/`.bin` (PyTorch zip pickles, read here without
+    PyTorch; DeiT's `{'model': ...}` wrapper is unwrapped) and `.safetensors`;
+  * vit_jax / AugReg `.npz` (names already match this library's scheme).
+
+Public entry points: `from_timm(state_dict, config)`, `from_vit_jax(arrays, config)` and
+`load_checkpoint(path, config)`. Each returns `(params, info)` where `info` reports the format
+and the input normalisation (mean/std) that the checkpoint expects. Any difference between the
+checkpoint and the model built from `config` raises `CheckpointMismatch` listing every missing
+key, unexpected key and shape mismatch at once.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from tokensparse import functional as F
+from tokensparse import models
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+class CheckpointMismatch(ValueError):
+  """The checkpoint does not fit the configured model; the message lists every difference."""
+
+
+# ----------------------------------------------------------------------------- torch reader
+class _Stub:
+  """Stands in for any pickled class that is not a tensor (argparse.Namespace, optimizers...)."""
+
+  def __init__(self, *args, **kwargs):
+    self.args = args
+
+  def __setstate__(self, state):
+    self.state = state
+
+  def __call__(self, *args, **kwargs):
+    return _Stub(*args)
+
+
+_TORCH_DTYPES = {
+    'FloatStorage': np.float32, 'DoubleStorage': np.float64, 'HalfStorage': np.float16,
+    'BFloat16Storage': 'bfloat16', 'LongStorage': np.int64, 'IntStorage': np.int32,
+    'ShortStorage': np.int16, 'CharStorage': np.int8, 'ByteStorage': np.uint8,
+    'BoolStorage': np.bool_,
+}
+
+
+def _rebuild_tensor(storage, offset, size, stride, *unused):
+  if not size:
+    return storage[offset].copy()
+  itemsize = storage.dtype.itemsize
+  return np.lib.stride_tricks.as_strided(
+      storage[offset:], shape=tuple(size), strides=[s * itemsize for s in stride]).copy()
+
+
+def _rebuild_parameter(data, *unused):
+  return data
+
+
+def read_torch(path: str) -> dict[str, Any]:
+  """Load a PyTorch zip checkpoint (torch >= 1.6 `torch.save`) as numpy arrays, without torch.
+
+  Only tensors are materialised; other pickled objects become inert stubs, so no code from
+  the file is executed.
+  """
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f'{path}: not a PyTorch zip checkpoint (saved by torch < 1.6?); '
+                     're-save it with a current torch.save or convert it to .safetensors')
+  with zipfile.ZipFile(path) as zf:
+    names = zf.namelist()
+    pkl = next(n for n in names if n.endswith('data.pkl'))
+    root = pkl[:-len('data.pkl')]
+
+    def load_storage(kind, key, numel):
+      dtype = _TORCH_DTYPES.get(kind)
+      if dtype is None:
+        raise ValueError(f'{path}: unsupported tensor storage {kind}')
+      if dtype == 'bfloat16':
+        import ml_dtypes  # pylint: disable=g-import-not-at-top
+        dtype = ml_dtypes.bfloat16
+      return np.frombuffer(zf.read(f'{root}data/{key}'), dtype=dtype)
+
+    class Unpickler(pickle.Unpickler):
+
+      def find_class(self, module, name):
+        if module == 'collections' and name == 'OrderedDict':
+          return dict
+        if module == 'torch._utils' and name in ('_rebuild_tensor_v2', '_rebuild_tensor'):
+          return _rebuild_tensor
+        if module == 'torch._utils' and name == '_rebuild_parameter':
+          return _rebuild_parameter
+        if module == 'torch' and name in _TORCH_DTYPES:
+          return name
+        return _Stub
+
+      def persistent_load(self, pid):
+        _, kind, key, _, numel = pid
+        kind = kind if isinstance(kind, str) else getattr(kind, '__name__', str(kind))
+        return load_storage(kind, key, numel)
+
+    with zf.open(pkl) as f:
+      return Unpickler(f).load()
+
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """A flat {name: array} state dict from .pth/.pt/.bin or .safetensors, unwrapped."""
+  if path.endswith('.safetensors'):
+    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+    sd = load_file(path)
+  else:
+    sd = read_torch(path)
+  for wrapper in ('model', 'state_dict', 'model_ema'):
+    if isinstance(sd, dict) and wrapper in sd and isinstance(sd[wrapper], dict):
+      sd = sd[wrapper]
+      break
+  if not isinstance(sd, dict):
+    raise ValueError(f'{path}: expected a state dict, found {type(sd).__name__}')
+  return {k.removeprefix('module.'): v for k, v in sd.items() if isinstance(v, np.ndarray)}
+
+
+def _to_numpy(v) -> np.ndarray:
+  """numpy view of an array or torch tensor (bf16/fp16 widened to float32)."""
+  if hasattr(v, 'detach'):  # a torch tensor handed over directly
+    v = v.detach().float().numpy() if v.is_floating_point() else v.numpy()
+  v = np.asarray(v)
+  return v.astype(np.float32) if v.dtype.kind in 'fV' else v
+
+
+# ----------------------------------------------------------------------------- mapping
+def _template(model_config) -> tuple[Any, dict[tuple[str, ...], tuple[int, ...]]]:
+  module = models.build(model_config)
+  size = module.image_size
+  shapes = jax.eval_shape(module.init, jax.random.key(0), np.zeros((1, size, size, 3), np.float32))
+  flat = traverse_util.flatten_dict(shapes['params'])
+  return module, {k: tuple(v.shape) for k, v in flat.items()}
+
+
+def _model_config(config):
+  return config.model if hasattr(config, 'model') else config
+
+
+def _assemble(source: Mapping[str, np.ndarray],
+              rules: list[tuple[str, tuple[str, ...], Callable[[np.ndarray], np.ndarray]]],
+              config, fmt: str, norm: tuple, skip: tuple[str, ...]) -> tuple[dict, dict]:
+  """Apply (source key, flax path, transform) rules, check against the model, return params.
+
+  `skip` lists flax path prefixes (e.g. 'head') left out of the import: the caller keeps
+  fresh values for them (new class count when fine-tuning).
+  """
+  module, template = _template(_model_config(config))
+  skipped = lambda path: any('/'.join(path).startswith(s) for s in skip)
+  params, used, mismatched, problems = {}, set(), set(), []
+  for src, dst, fn in rules:
+    if src not in source:
+      continue
+    used.add(src)
+    if dst not in template or skipped(dst):
+      continue
+    value = np.asarray(fn(source[src]), np.float32)
+    if dst[-1] == 'pos_embedding' and value.shape != template[dst] and \
+        value.shape[-1] == template[dst][-1]:
+      value = np.asarray(F.resample_posemb(value, module.num_prefix, module.grid))
+    if value.shape != template[dst]:
+      problems.append(f'shape mismatch {src} -> {"/".join(dst)}: checkpoint '
+                      f'{value.shape}, model {template[dst]}')
+      mismatched.add(dst)
+      continue
+    params[dst] = value
+  missing = sorted('/'.join(k) for k in template
+                   if k not in params and k not in mismatched and not skipped(k))
+  unexpected = sorted(k for k in source if k not in used)
+  if missing:
+    problems.append('missing from checkpoint: ' + ', '.join(missing))
+  if unexpected:
+    problems.append('unexpected in checkpoint: ' + ', '.join(unexpected))
+  if problems:
+    raise CheckpointMismatch(f'{fmt} checkpoint does not fit the configured model '
+                             f'(patch {module.patch_size}, width {module.width}, depth '
+                             f'{module.depth}, heads {module.num_heads}, '
+                             f'{module.num_classes} classes):\n  - ' + '\n  - '.join(problems))
+  info = {'format': fmt, 'mean': norm[0], 'std': norm[1], 'image_size': module.image_size,
+          'skipped': list(skip)}
+  return traverse_util.unflatten_dict(params), info
+
+
+def timm_rules(model_config) -> list:
+  """Rules mapping timm/DeiT names onto this library's parameter paths."""
+  kw = models.backbone_kwargs(_model_config(model_config))
+  depth, width, heads = kw['depth'], kw['width'], kw['num_heads']
+  rules = [
+      ('cls_token', ('cls',), lambda w: w),
+      ('dist_token', ('dist',), lambda w: w),
+      ('pos_embed', ('Transformer', 'posembed_input', 'pos_embedding'), lambda w: w),
+      ('patch_embed.proj.weight', ('embedding', 'kernel'), lambda w: w.transpose(2, 3, 1, 0)),
+      ('patch_embed.proj.bias', ('embedding', 'bias'), lambda w: w),
+      ('norm.weight', ('Transformer', 'encoder_norm', 'scale'), lambda w: w),
+      ('norm.bias', ('Transformer', 'encoder_norm', 'bias'), lambda w: w),
+  ]
+  for head in ('head', 'head_dist'):
+    rules += [(f'{head}.weight', (head, 'kernel'), lambda w: w.T),
+              (f'{head}.bias', (head, 'bias'), lambda w: w)]
+  for i in range(depth):
+    src, dst = f'blocks.{i}.', ('Transformer', f'encoderblock_{i}')
+    att = dst + ('MultiHeadDotProductAttention_1',)
+    for tn, fn in (('norm1', 'LayerNorm_0'), ('norm2', 'LayerNorm_2')):
+      rules += [(src + tn + '.weight', dst + (fn, 'scale'), lambda w: w),
+                (src + tn + '.bias', dst + (fn, 'bias'), lambda w: w)]
+    for j, name in enumerate(('query', 'key', 'value')):
+      # Fused qkv [3*inner, D]: rows are q | k | v, each split as heads x head_dim.
+      rules += [
+          (src + 'attn.qkv.weight', att + (name, 'kernel'),
+           lambda w, j=j: np.split(w, 3)[j].T.reshape(width, heads, -1)),
+          (src + 'attn.qkv.bias', att + (name, 'bias'),
+           lambda b, j=j: np.split(b, 3)[j].reshape(heads, -1))]
+    rules += [
+        (src + 'attn.proj.weight', att + ('out', 'kernel'), lambda w: w.T.reshape(heads, -1, width)),
+        (src + 'attn.proj.bias', att + ('out', 'bias'), lambda w: w),
+        (src + 'mlp.fc1.weight', dst + ('MlpBlock_3', 'Dense_0', 'kernel'), lambda w: w.T),
+        (src + 'mlp.fc1.bias', dst + ('MlpBlock_3', 'Dense_0', 'bias'), lambda w: w),
+        (src + 'mlp.fc2.weight', dst + ('MlpBlock_3', 'Dense_1', 'kernel'), lambda w: w.T),
+        (src + 'mlp.fc2.bias', dst + ('MlpBlock_3', 'Dense_1', 'bias'), lambda w: w),
+    ]
+  return rules
+
+
+def from_timm(state_dict: Mapping[str, Any], config, *, skip: tuple[str, ...] = (),
+              extra_rules: list | None = None) -> tuple[dict, dict]:
+  """timm / DeiT state dict ({name: array or torch tensor}) -> (Flax params, info).
+
+  `config` is the experiment config or its `model` part. `extra_rules` lets a method (e.g.
+  DynamicViT's predictors) add its own (source, path, transform) rules.
+  """
+  if isinstance(state_dict.get('model'), Mapping):  # DeiT files wrap weights in {'model': ...}
+    state_dict = state_dict['model']
+  sd = {k.removeprefix('module.'): _to_numpy(v) for k, v in state_dict.items()}
+  rules = timm_rules(config) + list(extra_rules or [])
+  return _assemble(sd, rules, config, 'timm', (IMAGENET_MEAN, IMAGENET_STD), skip)
+
+
+def from_vit_jax(arrays: Mapping[str, np.ndarray], config, *,
+                 skip: tuple[str, ...] = ()) -> tuple[dict, dict]:
+  """vit_jax / AugReg `.npz` contents ({'a/b/c': array}) -> (Flax params, info)."""
+  rules = [(k, tuple(k.split('/')), lambda w: w) for k in arrays]
+  return _assemble(dict(arrays), rules, config, 'vit_jax', (INCEPTION_MEAN, INCEPTION_STD), skip)
+
+
+def load_checkpoint(path: str, config, *, skip: tuple[str, ...] = ()) -> tuple[dict, dict]:
+  """Params and info from a timm/DeiT (.pth/.pt/.bin/.safetensors) or vit_jax (.npz) file."""
+  if path.endswith('.npz'):
+    with np.load(path) as f:
+      return from_vit_jax({k: f[k] for k in f.files}, config, skip=skip)
+  if path.endswith(('.pth', '.pt', '.bin', '.safetensors')):
+    return from_timm(read_state_dict(path), config, skip=skip)
+  raise ValueError(f'{path}: unknown checkpoint format; expected .pth/.pt/.bin/.safetensors '
+                   '(timm/DeiT) or .npz (vit_jax)')

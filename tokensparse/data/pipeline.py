@@ -1,0 +1,286 @@
+"""Input pipeline: TFDS array_record data sources read with grain, no TensorFlow.
+
+Train: per-process shard -> global shuffle (reshuffled each epoch) -> augment -> batch, as an
+indexable grain `MapDataset`, so batch `i` is a pure function of (seed, i): resuming at step s
+reads exactly the batches an uninterrupted run would have read.
+Eval: per-process shard read in order, the last batch padded; `mask` marks real examples so
+each example counts exactly once.
+Batches are dicts of numpy arrays shaped [local_devices, per_device_batch, ...].
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import queue
+import threading
+from typing import Any, Iterator
+
+import grain
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from tokensparse.data import fashion_mnist
+
+LOCAL_BUILDERS = {'fashion_mnist': fashion_mnist.FashionMnist}
+DEFAULT_DATA_DIR = os.path.join(os.path.expanduser('~'), 'tensorflow_datasets')
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetMeta:
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]   # as stored; the pipeline resizes to model.image_size
+  num_train: int
+  num_eval: int
+
+
+def get_builder(data_config) -> tfds.core.DatasetBuilder:
+  """The prepared TFDS builder for `data.name`; local builders are built on first use."""
+  data_dir = data_config.get('data_dir') or DEFAULT_DATA_DIR
+  name = data_config.name
+  if name in LOCAL_BUILDERS:
+    kwargs = {}
+    if data_config.get('source_dir'):
+      kwargs['source_dir'] = data_config.source_dir
+    builder = LOCAL_BUILDERS[name](data_dir=data_dir, file_format='array_record', **kwargs)
+    if not builder.is_prepared():
+      builder.download_and_prepare()
+    return builder
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # tfds raises several kinds for unknown names
+    raise ValueError(f'data.name={name!r}: not a local dataset ({", ".join(LOCAL_BUILDERS)}) '
+                     f'and tfds cannot find it: {e}') from e
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f'data.name={name!r}: no prepared copy under data.data_dir={data_dir!r}. Prepare it '
+        'once with `tfds build {name} --data_dir=... --file_format=array_record` (manual '
+        'downloads such as imagenet2012 need --manual_dir), then pass data.data_dir.')
+  return builder
+
+
+def open_split(builder, split: str):
+  """A random-access data source for `split`; requires the array_record file format."""
+  if split not in builder.info.splits:
+    raise ValueError(f'split {split!r} not in {builder.name}: has '
+                     f'{", ".join(builder.info.splits)}')
+  try:
+    return builder.as_data_source(split=split)
+  except NotImplementedError as e:
+    raise ValueError(f'{builder.name} is stored as {builder.info.file_format}; tokensparse reads '
+                     'array_record: rebuild with --file_format=array_record') from e
+
+
+def dataset_meta(builder, data_config) -> DatasetMeta:
+  image_key, label_key = keys(builder)
+  feature = builder.info.features[image_key]
+  label = builder.info.features[label_key]
+  return DatasetMeta(
+      name=builder.name, num_classes=label.num_classes, image_shape=tuple(feature.shape),
+      num_train=builder.info.splits[data_config.train_split].num_examples,
+      num_eval=builder.info.splits[data_config.eval_split].num_examples)
+
+
+def keys(builder) -> tuple[str, str]:
+  return builder.info.supervised_keys or ('image', 'label')
+
+
+# ----------------------------------------------------------------------------- preprocessing
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+  """[h, w, c] uint8 -> [size, size, c] uint8, bilinear."""
+  if image.shape[:2] == (size, size):
+    return image
+  pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+  out = np.asarray(pil.resize((size, size), Image.BILINEAR))
+  return out[..., None] if out.ndim == 2 else out
+
+
+def random_resized_crop(image, rng: np.random.Generator, size: int, scale=(0.08, 1.0)):
+  """Inception-style crop: random area and aspect ratio, resized to size x size."""
+  h, w = image.shape[:2]
+  for _ in range(10):
+    area = h * w * rng.uniform(*scale)
+    ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+    ch, cw = int(round(np.sqrt(area / ratio))), int(round(np.sqrt(area * ratio)))
+    if 0 < ch <= h and 0 < cw <= w:
+      y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+      return resize(image[y:y + ch, x:x + cw], size)
+  return center_crop(image, size)
+
+
+def center_crop(image, size: int, crop_fraction: float = 1.0):
+  """Central square of `crop_fraction` of the shorter side, resized to size x size."""
+  h, w = image.shape[:2]
+  side = int(min(h, w) * crop_fraction)
+  y, x = (h - side) // 2, (w - side) // 2
+  return resize(image[y:y + side, x:x + side], size)
+
+
+def pad_crop(image, rng: np.random.Generator, size: int, pad: int):
+  """Zero-pad by `pad` pixels and take a random size x size window (CIFAR/MNIST style)."""
+  image = resize(image, size)
+  y, x = rng.integers(-pad, pad + 1, size=2)
+  out = np.zeros_like(image)
+  out[max(0, -y):size - max(0, y), max(0, -x):size - max(0, x)] = \
+      image[max(0, y):size - max(0, -y), max(0, x):size - max(0, -x)]
+  return out
+
+
+class Preprocess:
+  """Per-example transforms from the data config; picklable for grain workers."""
+
+  def __init__(self, data_config, image_size: int, image_key: str, label_key: str):
+    self.augment = data_config.augment
+    self.pad = data_config.get('crop_padding', 4)
+    self.flip = data_config.get('flip', True)
+    self.eval_crop = data_config.get('eval_crop_fraction', 1.0)
+    self.to_rgb = data_config.get('to_rgb', False)
+    self.size = image_size
+    self.image_key, self.label_key = image_key, label_key
+    if self.augment not in ('crop_flip', 'inception_crop', 'none'):
+      raise ValueError(f'data.augment={self.augment!r}: expected crop_flip, inception_crop or none')
+
+  def train(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    image = np.asarray(example[self.image_key])
+    if self.augment == 'crop_flip':
+      image = pad_crop(image, rng, self.size, self.pad)
+    elif self.augment == 'inception_crop':
+      image = random_resized_crop(image, rng, self.size)
+    else:
+      image = resize(image, self.size)
+    if self.flip and rng.random() < 0.5:
+      image = image[:, ::-1]
+    return self.finish(image, example)
+
+  def eval(self, example: dict[str, Any]) -> dict[str, np.ndarray]:
+    image = center_crop(np.asarray(example[self.image_key]), self.size, self.eval_crop)
+    return self.finish(image, example)
+
+  def finish(self, image, example):
+    if self.to_rgb and image.shape[-1] == 1:
+      image = np.repeat(image, 3, axis=-1)
+    return {'image': np.ascontiguousarray(image, np.uint8),
+            'label': np.int32(example[self.label_key])}
+
+
+def normalize(images: np.ndarray, mean, std) -> np.ndarray:
+  """uint8 [..., C] -> float32 ((x / 255) - mean) / std."""
+  mean = np.asarray(mean, np.float32)
+  std = np.asarray(std, np.float32)
+  return (images.astype(np.float32) / 255.0 - mean) / std
+
+
+# ----------------------------------------------------------------------------- pipelines
+class Data:
+  """Train and eval batches for one process. See the module docstring."""
+
+  def __init__(self, config, *, local_devices: int, process_index: int = 0,
+               process_count: int = 1):
+    data_config = config.data
+    self.builder = get_builder(data_config)
+    self.meta = dataset_meta(self.builder, data_config)
+    self.local_devices = local_devices
+    self.process_index, self.process_count = process_index, process_count
+    self.mean, self.std = tuple(data_config.mean), tuple(data_config.std)
+    image_key, label_key = keys(self.builder)
+    self.preprocess = Preprocess(data_config, config.model.image_size, image_key, label_key)
+
+    if config.batch_size % (local_devices * process_count):
+      raise ValueError(f'batch_size={config.batch_size} is not divisible by the '
+                       f'{local_devices * process_count} devices')
+    self.process_batch = config.batch_size // process_count
+    self.eval_process_batch = config.get('eval_batch_size', config.batch_size) // process_count
+    if self.eval_process_batch % local_devices:
+      raise ValueError(f'eval_batch_size={config.eval_batch_size} is not divisible by the '
+                       f'{local_devices * process_count} devices')
+
+    # grain orders and batches example indices; a batch is then one bulk read of the source.
+    self.train_source = open_split(self.builder, data_config.train_split)
+    self.train_examples = len(range(process_index, len(self.train_source), process_count))
+    self.train = (grain.MapDataset.range(self.train_examples)
+                  .shuffle(seed=config.seed)
+                  .repeat(None)
+                  .batch(self.process_batch, drop_remainder=True)
+                  .random_map(self._read_train_batch, seed=config.seed + 1))
+    self.eval_source = open_split(self.builder, data_config.eval_split)
+
+  def _read_train_batch(self, positions: np.ndarray, rng: np.random.Generator):
+    """Shard positions [n] -> augmented examples stacked into {'image', 'label'}."""
+    indices = [int(self.process_index + self.process_count * p) for p in positions]
+    rows = [self.preprocess.train(ex, rng) for ex in read_many(self.train_source, indices)]
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return max(self.train_examples // self.process_batch, 1)
+
+  def shard(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Normalise images and reshape [n, ...] -> [local_devices, n / local_devices, ...]."""
+    batch = dict(batch)
+    batch['image'] = normalize(batch['image'], self.mean, self.std)
+    return {k: v.reshape(self.local_devices, -1, *v.shape[1:]) for k, v in batch.items()}
+
+  def train_batch(self, step: int) -> dict[str, np.ndarray]:
+    """The training batch of `step` (deterministic)."""
+    return self.shard(self.train[step])
+
+  def train_iter(self, start_step: int, prefetch: int = 4) -> Iterator[dict[str, np.ndarray]]:
+    """Batches for steps start_step, start_step + 1, ..., produced by a background thread."""
+    return prefetch_iter((self.train_batch(s) for s in _count(start_step)), prefetch)
+
+  def eval_steps(self) -> int:
+    """Eval batches per process: the same count on every process so collectives line up."""
+    per_process = -(-self.meta.num_eval // self.process_count)
+    return -(-per_process // self.eval_process_batch)
+
+  def eval_iter(self) -> Iterator[dict[str, np.ndarray]]:
+    """Every eval example of this process once, in order; padding rows have mask 0."""
+    indices = np.arange(self.process_index, self.meta.num_eval, self.process_count)
+    b = self.eval_process_batch
+    for i in range(self.eval_steps()):
+      chunk = indices[i * b:(i + 1) * b]
+      mask = np.zeros(b, np.float32)
+      mask[:len(chunk)] = 1.0
+      chunk = chunk if len(chunk) else indices[:1]  # a process with nothing left still steps
+      rows = [self.preprocess.eval(ex) for ex in read_many(self.eval_source, chunk.tolist())]
+      rows += [rows[0]] * (b - len(rows))
+      batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+      batch['mask'] = mask
+      yield self.shard(batch)
+
+
+def read_many(source, indices: list[int]) -> list[dict[str, Any]]:
+  """Examples at `indices`, read in one call where the source supports it."""
+  if hasattr(source, '__getitems__'):
+    return list(source.__getitems__(indices))
+  return [source[i] for i in indices]
+
+
+def _count(start: int):
+  while True:
+    yield start
+    start += 1
+
+
+def prefetch_iter(iterator: Iterator, size: int) -> Iterator:
+  """Run `iterator` in a daemon thread, `size` items ahead; errors are re-raised here."""
+  q: queue.Queue = queue.Queue(maxsize=size)
+  done = object()
+
+  def worker():
+    try:
+      for item in iterator:
+        q.put(item)
+    except BaseException as e:  # pylint: disable=broad-except
+      q.put(e)
+    q.put(done)
+
+  threading.Thread(target=worker, daemon=True).start()
+  while True:
+    item = q.get()
+    if item is done:
+      return
+    if isinstance(item, BaseException):
+      raise item
+    yield item

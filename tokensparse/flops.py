@@ -1,0 +1,67 @@
+"""Analytic multiply-accumulate (MAC) counts: the "GFLOPs" of the token-sparsity papers.
+
+Only matrix products are counted (patch embedding, q/k/v, QK^T, AV, output projection, MLP,
+heads); LayerNorm, softmax, GELU and additions are left out, as in the papers. With this
+convention DeiT-Ti/S/B at 224 px give 1.25 / 4.60 / 17.56 GMACs.
+
+Method models count their own stages with `block_macs` at each stage's token count, so every
+method is measured with the same ruler. `xla_flops` reads XLA's own count as a cross-check
+(XLA counts 2 FLOPs per MAC, plus elementwise work).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+
+from tokensparse.models.vit import ViT, per_layer
+
+
+def block_macs(tokens: int, width: int, num_heads: int, head_dim: int, mlp_dim: int) -> dict:
+  """MACs of one pre-LN encoder block over `tokens` tokens, split by part."""
+  inner = num_heads * head_dim
+  return {
+      'qkv': 3 * tokens * width * inner,
+      'attn': 2 * tokens * tokens * inner,   # QK^T and AV
+      'proj': tokens * inner * width,
+      'mlp': 2 * tokens * width * mlp_dim,
+  }
+
+
+def add(total: dict, part: dict) -> dict:
+  for k, v in part.items():
+    total[k] = total.get(k, 0) + v
+  return total
+
+
+def patch_embed_macs(model: ViT, channels: int = 3) -> int:
+  return model.num_patches * model.patch_size ** 2 * channels * model.width
+
+
+def head_macs(model: ViT) -> int:
+  return model.width * model.num_classes * (2 if model.distilled else 1)
+
+
+def vit_macs(model: ViT, channels: int = 3, tokens_per_block: list[int] | None = None) -> dict:
+  """MACs of a dense ViT for one image, by part, with 'total'.
+
+  `tokens_per_block` overrides the token count each block sees (methods that drop tokens).
+  """
+  tokens = model.num_prefix + model.num_patches
+  counts = {'patch_embed': patch_embed_macs(model, channels)}
+  for i in range(model.depth):
+    n = tokens if tokens_per_block is None else tokens_per_block[i]
+    head_dim = per_layer(model.head_dim, i) or model.width // model.num_heads
+    add(counts, block_macs(n, model.width, model.num_heads, head_dim,
+                           per_layer(model.mlp_dim, i)))
+  counts['head'] = head_macs(model)
+  counts['total'] = sum(counts.values())
+  return counts
+
+
+def xla_flops(fn: Callable[..., Any], *args) -> float:
+  """FLOPs that XLA's cost analysis reports for jit(fn)(*args) (2 per MAC + elementwise)."""
+  analysis = jax.jit(fn).lower(*args).compile().cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # older jax returns one dict per device
+    analysis = analysis[0]
+  return float(analysis['flops'])

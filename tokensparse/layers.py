@@ -1,0 +1,142 @@
+"""Shared Flax layers: attention, MLP and the pre-LN encoder block.
+
+Parameter names follow the vit_jax / big_vision scheme (`MultiHeadDotProductAttention_1/query`,
+`MlpBlock_3/Dense_0`, ...) so that vit_jax `.npz` checkpoints load without renaming; timm names
+are mapped onto this scheme in `tokensparse.convert`.
+
+Modules are written with `setup` (not `@compact`) so method models can call their parts one
+at a time: `block.attn.qkv(y)`, `block.mlp(y)`, `block.norm1(x)`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tokensparse import functional as F
+
+Dtype = Any
+LN_EPS = 1e-6  # DeiT / ViT backbone LayerNorm epsilon.
+
+
+def dense_init():
+  return nn.initializers.truncated_normal(stddev=0.02)
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact (erf) GELU, as in timm and vit_jax; flax's default is the tanh approximation."""
+  return nn.gelu(x, approximate=False)
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with separate q/k/v kernels of shape [D, H, d].
+
+  `head_dim` defaults to width // num_heads. `scale` defaults to head_dim ** -0.5; pruned models
+  pass the scale of the original head dimension so pruning does not change the softmax
+  temperature.
+  """
+  width: int
+  num_heads: int
+  head_dim: int | None = None
+  scale: float | None = None
+  attn_dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+
+  @property
+  def dim_per_head(self) -> int:
+    return self.head_dim or self.width // self.num_heads
+
+  @property
+  def softmax_scale(self) -> float:
+    return self.scale if self.scale is not None else self.dim_per_head ** -0.5
+
+  def setup(self):
+    proj = lambda: nn.DenseGeneral((self.num_heads, self.dim_per_head), dtype=self.dtype,
+                                   kernel_init=dense_init())
+    self.query, self.key, self.value = proj(), proj(), proj()
+    self.out = nn.DenseGeneral(self.width, axis=(-2, -1), dtype=self.dtype,
+                               kernel_init=dense_init())
+    self.dropout = nn.Dropout(self.attn_dropout)
+
+  def qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """x: [B, N, D] -> q, k, v each [B, N, H, d]."""
+    return self.query(x), self.key(x), self.value(x)
+
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    """x: [B, N, D] -> [B, N, D]."""
+    q, k, v = self.qkv(x)
+    w = F.attention_weights(q, k, self.softmax_scale)
+    w = self.dropout(w, deterministic=deterministic)
+    return self.out(F.attend(w, v))
+
+
+class MlpBlock(nn.Module):
+  """Linear(D -> mlp_dim) -> exact GELU -> dropout -> Linear(mlp_dim -> D) -> dropout."""
+  width: int
+  mlp_dim: int
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.Dense_0 = nn.Dense(self.mlp_dim, dtype=self.dtype, kernel_init=dense_init())
+    self.Dense_1 = nn.Dense(self.width, dtype=self.dtype, kernel_init=dense_init())
+    self.drop = nn.Dropout(self.dropout)
+
+  def hidden(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    """x: [B, N, D] -> [B, N, mlp_dim] (after GELU and dropout)."""
+    return self.drop(gelu(self.Dense_0(x)), deterministic=deterministic)
+
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    """x: [B, N, D] -> [B, N, D]."""
+    return self.drop(self.Dense_1(self.hidden(x, deterministic)), deterministic=deterministic)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x)), with stochastic depth."""
+  width: int
+  num_heads: int
+  mlp_dim: int
+  head_dim: int | None = None
+  attn_scale: float | None = None
+  dropout: float = 0.0
+  attn_dropout: float = 0.0
+  droppath: float = 0.0
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.LayerNorm_0 = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype)
+    self.MultiHeadDotProductAttention_1 = Attention(
+        self.width, self.num_heads, self.head_dim, self.attn_scale, self.attn_dropout, self.dtype)
+    self.LayerNorm_2 = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype)
+    self.MlpBlock_3 = MlpBlock(self.width, self.mlp_dim, self.dropout, self.dtype)
+    self.drop = nn.Dropout(self.dropout)
+
+  # Readable aliases for method code.
+  @property
+  def norm1(self):
+    return self.LayerNorm_0
+
+  @property
+  def attn(self):
+    return self.MultiHeadDotProductAttention_1
+
+  @property
+  def norm2(self):
+    return self.LayerNorm_2
+
+  @property
+  def mlp(self):
+    return self.MlpBlock_3
+
+  def residual(self, x: jax.Array, branch: jax.Array, deterministic: bool) -> jax.Array:
+    """x + drop_path(dropout(branch)); both [B, N, D]."""
+    branch = self.drop(branch, deterministic=deterministic)
+    rng = None if deterministic or self.droppath == 0.0 else self.make_rng('dropout')
+    return x + F.drop_path(branch, self.droppath, rng)
+
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    """x: [B, N, D] -> [B, N, D]."""
+    x = self.residual(x, self.attn(self.norm1(x), deterministic), deterministic)
+    return self.residual(x, self.mlp(self.norm2(x), deterministic), deterministic)

@@ -1,0 +1,20 @@
+"""Loss terms. Each returns per-example values [B] so callers can mask and average."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0):
+  """logits [B, K], integer labels [B] -> per-example cross-entropy [B] (fp32)."""
+  num_classes = logits.shape[-1]
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """[B, K], [B] -> 1.0 where the top-1 prediction is right, else 0.0; [B]."""
+  return (jnp.argmax(logits, -1) == labels).astype(jnp.float32)

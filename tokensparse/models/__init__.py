@@ -1,0 +1,47 @@
+"""Model factory: `build(config.model)` returns the Flax module named by `model.name`.
+
+The backbone fields (`variant` or width/depth/num_heads/mlp_dim, patch_size, image_size,
+num_classes, ...) are shared by every method; a method adds its own fields under its name.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+
+from tokensparse.models.vit import ViT, parse_variant
+
+BACKBONE_FIELDS = ('num_classes', 'image_size', 'patch_size', 'width', 'depth', 'num_heads',
+                   'mlp_dim', 'head_dim', 'attn_scale', 'distilled', 'dropout', 'attn_dropout',
+                   'droppath')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+
+
+def backbone_kwargs(model_config: Any) -> dict[str, Any]:
+  """ViT keyword arguments from a model config: the variant first, explicit fields override."""
+  cfg = dict(model_config)
+  kwargs = parse_variant(cfg['variant']) if cfg.get('variant') else {}
+  for name in BACKBONE_FIELDS:
+    if cfg.get(name) is not None:
+      kwargs[name] = cfg[name]
+  for name in ('mlp_dim', 'head_dim'):  # per-layer widths arrive as lists from configs
+    if isinstance(kwargs.get(name), list):
+      kwargs[name] = tuple(kwargs[name])
+  dtype = cfg.get('dtype', 'float32')
+  if dtype not in DTYPES:
+    raise ValueError(f'model.dtype={dtype!r}: expected one of {sorted(DTYPES)}')
+  kwargs['dtype'] = DTYPES[dtype]
+  missing = [f for f in ('num_classes', 'image_size', 'patch_size', 'width', 'depth',
+                         'num_heads', 'mlp_dim') if f not in kwargs]
+  if missing:
+    raise ValueError(f'model config lacks {", ".join("model." + m for m in missing)} '
+                     '(set model.variant, e.g. "S/16", or the fields themselves)')
+  return kwargs
+
+
+def build(model_config: Any):
+  """Flax module for `model_config.name` ('vit')."""
+  name = model_config.get('name', 'vit')
+  if name == 'vit':
+    return ViT(**backbone_kwargs(model_config))
+  raise ValueError(f'model.name={name!r}: unknown model; available: vit')

@@ -1,0 +1,192 @@
+"""ViT / DeiT: the one backbone every tokensparse method extends.
+
+    images [B, H, W, C] -> patch conv -> (+cls, +dist) -> +position embedding
+      -> depth x pre-LN EncoderBlock -> encoder_norm -> head(cls) -> logits [B, classes]
+
+`ViT.__call__` returns `(logits, aux)`; aux holds `tokens` (final normed tokens [B, T, D]),
+`pre_logits` ([B, D]) and, with `capture_blocks=True`, `blocks` (each block's output).
+Method models call the pieces (`embed`, `blocks`, `Transformer.encoder_norm`, `classify`)
+themselves.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tokensparse import layers
+
+# name -> (width, depth, num_heads, mlp_dim); the patch size comes as '/16' in a variant string.
+VARIANTS = {
+    'Ti': (192, 12, 3, 768),
+    'S': (384, 12, 6, 1536),
+    'B': (768, 12, 12, 3072),
+    'L': (1024, 24, 16, 4096),
+}
+
+
+def parse_variant(variant: str) -> dict[str, int]:
+  """'S/16' -> dict(width=384, depth=12, num_heads=6, mlp_dim=1536, patch_size=16)."""
+  name, _, patch = variant.partition('/')
+  if name not in VARIANTS or not patch.isdigit():
+    raise ValueError(f'model.variant={variant!r}: expected one of '
+                     f'{sorted(VARIANTS)} followed by /patch, e.g. "S/16"')
+  width, depth, heads, mlp = VARIANTS[name]
+  return dict(width=width, depth=depth, num_heads=heads, mlp_dim=mlp, patch_size=int(patch))
+
+
+def per_layer(value: int | Sequence[int] | None, i: int):
+  """A width that is either one int for all layers or a sequence with one entry per layer."""
+  if value is None or isinstance(value, int):
+    return value
+  return int(value[i])
+
+
+class AddPositionEmbs(nn.Module):
+  """Learned position embedding `pos_embedding` [1, T, D] added to the tokens."""
+  num_tokens: int
+  width: int
+
+  def setup(self):
+    self.pos_embedding = self.param('pos_embedding', nn.initializers.normal(stddev=0.02),
+                                    (1, self.num_tokens, self.width))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return x + self.pos_embedding.astype(x.dtype)
+
+
+class Encoder(nn.Module):
+  """Position embedding, the blocks (`encoderblock_i`) and `encoder_norm`."""
+  num_tokens: int
+  width: int
+  depth: int
+  num_heads: int
+  mlp_dim: int | Sequence[int]
+  head_dim: int | Sequence[int] | None = None
+  attn_scale: float | None = None
+  dropout: float = 0.0
+  attn_dropout: float = 0.0
+  droppath: float = 0.0
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.posembed_input = AddPositionEmbs(self.num_tokens, self.width)
+    for i in range(self.depth):
+      # Stochastic depth grows linearly with depth, as in DeiT/timm.
+      rate = self.droppath * i / max(self.depth - 1, 1)
+      setattr(self, f'encoderblock_{i}', layers.EncoderBlock(
+          width=self.width, num_heads=self.num_heads, mlp_dim=per_layer(self.mlp_dim, i),
+          head_dim=per_layer(self.head_dim, i), attn_scale=self.attn_scale,
+          dropout=self.dropout, attn_dropout=self.attn_dropout, droppath=rate, dtype=self.dtype))
+    self.encoder_norm = nn.LayerNorm(epsilon=layers.LN_EPS, dtype=self.dtype)
+
+  @property
+  def blocks(self) -> tuple[layers.EncoderBlock, ...]:
+    return tuple(getattr(self, f'encoderblock_{i}') for i in range(self.depth))
+
+  def __call__(self, x, deterministic=True):
+    for block in self.blocks:
+      x = block(x, deterministic)
+    return self.encoder_norm(x)
+
+
+class ViT(nn.Module):
+  """Vision Transformer / DeiT classifier. See the module docstring for the data flow."""
+  num_classes: int
+  image_size: int
+  patch_size: int
+  width: int
+  depth: int
+  num_heads: int
+  mlp_dim: int | Sequence[int]
+  head_dim: int | Sequence[int] | None = None
+  attn_scale: float | None = None
+  distilled: bool = False
+  dropout: float = 0.0
+  attn_dropout: float = 0.0
+  droppath: float = 0.0
+  dtype: Any = jnp.float32
+
+  @property
+  def grid(self) -> tuple[int, int]:
+    return (self.image_size // self.patch_size,) * 2
+
+  @property
+  def num_patches(self) -> int:
+    return self.grid[0] * self.grid[1]
+
+  @property
+  def num_prefix(self) -> int:
+    """Tokens before the patches: cls, plus the distillation token for distilled DeiT."""
+    return 2 if self.distilled else 1
+
+  def setup(self):
+    p = self.patch_size
+    self.embedding = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID',
+                             dtype=self.dtype)
+    self.cls = self.param('cls', nn.initializers.truncated_normal(0.02), (1, 1, self.width))
+    if self.distilled:
+      self.dist = self.param('dist', nn.initializers.truncated_normal(0.02), (1, 1, self.width))
+    self.Transformer = Encoder(
+        num_tokens=self.num_prefix + self.num_patches, width=self.width, depth=self.depth,
+        num_heads=self.num_heads, mlp_dim=self.mlp_dim, head_dim=self.head_dim,
+        attn_scale=self.attn_scale, dropout=self.dropout, attn_dropout=self.attn_dropout,
+        droppath=self.droppath, dtype=self.dtype)
+    self.head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=layers.dense_init())
+    if self.distilled:
+      self.head_dist = nn.Dense(self.num_classes, dtype=self.dtype,
+                                kernel_init=layers.dense_init())
+    self.embed_dropout = nn.Dropout(self.dropout)
+
+  @property
+  def blocks(self) -> tuple[layers.EncoderBlock, ...]:
+    return self.Transformer.blocks
+
+  def check_images(self, images: jax.Array) -> None:
+    expected = (self.image_size, self.image_size)
+    if images.ndim != 4 or tuple(images.shape[1:3]) != expected:
+      raise ValueError(f'images have shape {tuple(images.shape)}; this model expects '
+                       f'[batch, {self.image_size}, {self.image_size}, channels] '
+                       f'(model.image_size={self.image_size})')
+
+  def embed(self, images: jax.Array, deterministic: bool = True) -> jax.Array:
+    """images [B, H, W, C] -> tokens [B, num_prefix + N, D], position embedding added."""
+    self.check_images(images)
+    x = self.embedding(images.astype(self.dtype))
+    b = x.shape[0]
+    x = x.reshape(b, -1, self.width)
+    prefix = [jnp.broadcast_to(self.cls, (b, 1, self.width)).astype(x.dtype)]
+    if self.distilled:
+      prefix.append(jnp.broadcast_to(self.dist, (b, 1, self.width)).astype(x.dtype))
+    x = self.Transformer.posembed_input(jnp.concatenate(prefix + [x], axis=1))
+    return self.embed_dropout(x, deterministic=deterministic)
+
+  def classify(self, tokens: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Normed tokens [B, T, D] -> logits [B, classes] and the head's aux entries."""
+    pre_logits = tokens[:, 0]
+    logits = self.head(pre_logits)
+    aux = {'pre_logits': pre_logits}
+    if self.distilled:
+      # DeiT: average of the class head and the distillation head at inference.
+      aux['logits_cls'] = logits
+      aux['logits_dist'] = self.head_dist(tokens[:, 1])
+      logits = (logits + aux['logits_dist']) / 2
+    return logits, aux
+
+  def __call__(self, images: jax.Array, train: bool = False,
+               capture_blocks: bool = False) -> tuple[jax.Array, dict[str, Any]]:
+    deterministic = not train
+    x = self.embed(images, deterministic)
+    outs = []
+    for block in self.blocks:
+      x = block(x, deterministic)
+      if capture_blocks:
+        outs.append(x)
+    tokens = self.Transformer.encoder_norm(x)
+    logits, aux = self.classify(tokens)
+    aux['tokens'] = tokens
+    if capture_blocks:
+      aux['blocks'] = outs
+    return logits.astype(jnp.float32), aux

@@ -1,0 +1,188 @@
+"""The training loop, top to bottom: config -> data -> model -> optimizer -> restore or init ->
+pmapped steps with progress lines, evaluation, checkpoints and JSON-lines metrics.
+
+Data-parallel in the Scenic way: the state is replicated on the local devices, batches are
+[local_devices, per_device_batch, ...], gradients are averaged with `lax.pmean`. Each process
+reads its own shard; with several processes (`jax.distributed.initialize`) only process 0
+writes metrics, and orbax coordinates the checkpoint writes.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from tokensparse import configs as config_lib
+from tokensparse import convert, models
+from tokensparse.data import Data
+from tokensparse.train import checkpoint, optim, steps
+
+
+def log(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(f'[{time.strftime("%H:%M:%S")}] {msg}', flush=True)
+
+
+class MetricWriter:
+  """Appends {'step', 'split', ...metrics} as JSON lines to <workdir>/metrics.jsonl."""
+
+  def __init__(self, workdir: str):
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self.enabled = jax.process_index() == 0
+
+  def write(self, step: int, split: str, metrics: dict) -> None:
+    if self.enabled:
+      with open(self.path, 'a') as f:
+        f.write(json.dumps({'step': step, 'split': split, **metrics}) + '\n')
+
+
+def format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f'{seconds // 3600}h{seconds // 60 % 60:02d}m' if seconds >= 3600 else \
+      f'{seconds // 60}m{seconds % 60:02d}s'
+
+
+def init_params(model, config, rng, channels: int):
+  size = config.model.image_size
+  dummy = np.zeros((1, size, size, channels), np.float32)
+  return jax.jit(lambda r: model.init(r, dummy)['params'])(rng)
+
+
+def load_pretrained(params, config) -> Any:
+  """Replace `params` entries with those of `config.init_from.path` (a tokensparse work
+  directory or a timm/DeiT/vit_jax file); prefixes in `init_from.skip` keep their init."""
+  path, skip = config.init_from.path, tuple(config.init_from.get('skip') or ())
+  if os.path.isdir(path):
+    mngr = checkpoint.manager(path)
+    if mngr.latest_step() is None:
+      raise FileNotFoundError(f'init_from.path={path!r}: no checkpoint in that work directory')
+    restored = mngr.restore(mngr.latest_step(),
+                            args=checkpoint.ocp.args.Composite(state=checkpoint.ocp.args.StandardRestore()))
+    loaded, info = restored['state']['params'], {'format': 'tokensparse', 'path': path}
+  else:
+    loaded, info = convert.load_checkpoint(path, config, skip=skip)
+  flat, new = traverse_util.flatten_dict(params), traverse_util.flatten_dict(loaded)
+  problems = []
+  for key, value in new.items():
+    name = '/'.join(key)
+    if any(name.startswith(s) for s in skip):
+      continue
+    if key not in flat:
+      problems.append(f'{name} is not a parameter of this model')
+    elif flat[key].shape != np.shape(value):
+      hint = ' (set data.to_rgb=True for an RGB checkpoint)' if name == 'embedding/kernel' else ''
+      problems.append(f'{name}: checkpoint {np.shape(value)}, model {flat[key].shape}{hint}')
+    else:
+      flat[key] = np.asarray(value, flat[key].dtype)
+  if problems:
+    raise ValueError(f'init_from.path={path!r} does not fit the model:\n  - ' +
+                     '\n  - '.join(problems))
+  log(f'initialised from {path} ({info["format"]}; skipped: {list(skip) or "nothing"})')
+  if 'mean' in info and tuple(info['mean']) != tuple(config.data.mean)[:3]:
+    log(f'note: the checkpoint expects mean {info["mean"]} / std {info["std"]}, the data config '
+        f'normalises with mean {tuple(config.data.mean)} / std {tuple(config.data.std)}')
+  return traverse_util.unflatten_dict(flat)
+
+
+def evaluate(p_eval, rstate, data: Data) -> dict:
+  sums = None
+  for batch in data.eval_iter():
+    m = p_eval(rstate, batch)
+    sums = m if sums is None else jax.tree.map(lambda a, b: a + b, sums, m)
+  return steps.summarize(jax.tree.map(lambda x: np.asarray(x)[0], jax.device_get(sums)))
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Train `config` in `workdir`, resuming from its latest checkpoint; returns final eval."""
+  config_lib.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  local_devices = jax.local_device_count()
+  log(f'{jax.device_count()} devices ({jax.devices()[0].platform}), {local_devices} local, '
+      f'process {jax.process_index()} of {jax.process_count()}')
+
+  data = Data(config, local_devices=local_devices, process_index=jax.process_index(),
+              process_count=jax.process_count())
+  meta = data.meta
+  if meta.num_classes != config.model.num_classes:
+    raise ValueError(f'model.num_classes={config.model.num_classes}, but {meta.name} has '
+                     f'{meta.num_classes} classes')
+  steps_per_epoch = max(meta.num_train // config.batch_size, 1)
+  total_steps = config.get('total_steps') or int(math.ceil(config.num_epochs * steps_per_epoch))
+  warmup_steps = config.get('warmup_steps') or int(config.warmup_epochs * steps_per_epoch)
+
+  model = models.build(config.model)
+  rng = jax.random.PRNGKey(config.seed)
+  channels = 3 if config.data.get('to_rgb') else meta.image_shape[-1]
+  params = init_params(model, config, rng, channels)
+  if config.get('init_from') and config.init_from.get('path'):
+    params = load_pretrained(params, config)
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  tx, lr_fn = optim.make(config, params, total_steps, warmup_steps)
+  state = steps.TrainState.create(params, tx, jax.random.fold_in(rng, 1))
+
+  mngr = checkpoint.manager(workdir, config.get('keep_checkpoints', 3))
+  if mngr.latest_step() is not None:
+    state, step = checkpoint.restore(mngr, state)
+    log(f'resumed from checkpoint at step {step} in {workdir}')
+  start = int(state.step)
+  log(f'{meta.name}: {meta.num_train} train / {meta.num_eval} eval examples, '
+      f'{meta.num_classes} classes; model {config.model.name} with {n_params:,} parameters; '
+      f'{total_steps} steps of batch {config.batch_size} ({steps_per_epoch} per epoch)')
+
+  loss_fn = steps.classification_loss(config)
+  p_train = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx, loss_fn=loss_fn,
+                                       lr_fn=lr_fn), axis_name=steps.AXIS, donate_argnums=(0,))
+  p_eval = jax.pmap(functools.partial(steps.eval_step, model=model, loss_fn=loss_fn),
+                    axis_name=steps.AXIS)
+  rstate = steps.replicate(state)
+  writer = MetricWriter(workdir)
+  log_every, eval_every = config.log_every_steps, config.get('eval_every_steps') or 0
+  ckpt_every = config.get('checkpoint_every_steps') or 0
+
+  batches = data.train_iter(start)
+  sums, t_last, seen, t_start, result = None, time.time(), 0, time.time(), {}
+  for step in range(start + 1, total_steps + 1):
+    rstate, m = p_train(rstate, next(batches))
+    sums = m if sums is None else jax.tree.map(lambda a, b: a + b, sums, m)
+    seen += config.batch_size
+    if step == start + 1:  # keep compilation out of the images/s figure
+      jax.block_until_ready(m)
+      log(f'compiled and ran the first step in {time.time() - t_last:.1f}s')
+      t_last, seen = time.time(), 0
+    if step % log_every == 0 or step == total_steps:
+      train = steps.summarize(jax.tree.map(lambda x: np.asarray(x)[0], jax.device_get(sums)))
+      if not np.isfinite(train['loss']):
+        raise FloatingPointError(
+            f'training loss is {train["loss"]} at step {step}; stopped without saving. The last '
+            f'good checkpoint is step {mngr.latest_step()} in {workdir}')
+      now = time.time()
+      ips = seen / max(now - t_last, 1e-9)
+      eta = (total_steps - step) * config.batch_size / ips
+      writer.write(step, 'train', {**train, 'images_per_sec': ips})
+      log(f'step {step}/{total_steps} | loss {train["loss"]:.4f} | acc '
+          f'{100 * train["accuracy"]:.2f}% | lr {train["lr"]:.2e} | {ips:.0f} img/s | '
+          f'ETA {format_eta(eta)}')
+      sums, t_last, seen = None, now, 0
+    if (eval_every and step % eval_every == 0) or step == total_steps:
+      result = evaluate(p_eval, rstate, data)
+      writer.write(step, 'eval', result)
+      log(f'eval at step {step}: accuracy {100 * result["accuracy"]:.2f}% loss '
+          f'{result["loss"]:.4f} ({int(result["count"])} examples)')
+      t_last = time.time()  # evaluation time is not training throughput
+    if (ckpt_every and step % ckpt_every == 0) or step == total_steps:
+      checkpoint.save(mngr, step, steps.unreplicate(rstate), config)
+      t_last = time.time()
+  if start >= total_steps:
+    log(f'nothing to do: the checkpoint in {workdir} is already at step {start}')
+    result = evaluate(p_eval, rstate, data)
+  mngr.close()
+  log(f'done in {format_eta(time.time() - t_start)}: eval accuracy '
+      f'{100 * result.get("accuracy", float("nan")):.2f}%')
+  return result

@@ -1,0 +1,94 @@
+"""Per-device train and eval steps, written for `jax.pmap(..., axis_name='batch')`.
+
+Gradients are averaged across devices with `lax.pmean`; metrics are (sum, count) pairs summed
+with `lax.psum` and divided only when logged, so padded eval batches count every example once.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from tokensparse import losses
+
+AXIS = 'batch'
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+
+  @classmethod
+  def create(cls, params, tx: optax.GradientTransformation, rng: jax.Array) -> 'TrainState':
+    return cls(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
+
+
+def replicate(tree, devices=None):
+  """Copy `tree` to each device with a leading device axis named like the pmap axis (another
+  name gives the state a different sharding than the step's output: a recompile on step 2)."""
+  return flax.jax_utils.replicate(tree, devices=devices, axis_name=AXIS)
+
+
+def unreplicate(tree):
+  """The first device's copy of a replicated tree (any device count, unlike flax's helper,
+  which keeps the device axis for a one-device pmap on a multi-device host)."""
+  return jax.tree.map(lambda x: x[0], tree)
+
+
+def classification_loss(config) -> Callable:
+  """loss_fn(model, params, batch, rng, train) -> (mean loss, metric sums) for plain ViTs."""
+  smoothing = config.get('label_smoothing', 0.0)
+
+  def loss_fn(model, params, batch, rng, train):
+    logits, _ = model.apply({'params': params}, batch['image'], train=train,
+                            rngs={'dropout': rng} if train else {})
+    per_example = losses.cross_entropy(logits, batch['label'], smoothing if train else 0.0)
+    mask = batch.get('mask', jnp.ones_like(per_example))
+    metrics = {'loss': (per_example * mask).sum(),
+               'correct': (losses.correct(logits, batch['label']) * mask).sum(),
+               'count': mask.sum()}
+    return (per_example * mask).sum() / jnp.maximum(mask.sum(), 1.0), metrics
+
+  return loss_fn
+
+
+def train_step(state: TrainState, batch, *, model, tx, loss_fn, lr_fn):
+  """One optimisation step on this device's shard; returns the new state and metric sums."""
+  # Independent dropout/noise per device and step, reproducible from the state alone.
+  rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(AXIS))
+
+  def compute(params):
+    return loss_fn(model, params, batch, rng, True)
+
+  (loss, metrics), grads = jax.value_and_grad(compute, has_aux=True)(state.params)
+  grads = lax.pmean(grads, AXIS)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = lax.psum(metrics, AXIS)
+  metrics['grad_norm'] = optax.global_norm(grads) * metrics['count']  # summed like the rest
+  metrics['lr'] = lr_fn(state.step) * metrics['count']
+  del loss
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def eval_step(state: TrainState, batch, *, model, loss_fn):
+  """Metric sums over this device's shard, summed over all devices (padding masked out)."""
+  _, metrics = loss_fn(model, state.params, batch, jax.random.key(0), False)
+  return lax.psum(metrics, AXIS)
+
+
+def summarize(metric_sums: dict) -> dict:
+  """{'loss': sum, 'correct': sum, 'count': n, ...} -> means, with 'accuracy'."""
+  count = max(float(metric_sums['count']), 1.0)
+  out = {k: float(v) / count for k, v in metric_sums.items() if k not in ('count', 'correct')}
+  if 'correct' in metric_sums:
+    out['accuracy'] = float(metric_sums['correct']) / count
+  out['count'] = float(metric_sums['count'])
+  return out

@@ -1,0 +1,46 @@
+"""Train a tokensparse model.
+
+    python train.py --config configs/vit/fashion_mnist.py --workdir runs/vit_fashion_mnist
+    python train.py --config configs/vit/fashion_mnist.py --workdir runs/x --config.num_epochs=1
+
+Rerunning the same command resumes from the latest checkpoint in --workdir. On a CPU-only
+machine the cores are used as data-parallel host devices (see tokensparse/cpu.py).
+"""
+import sys
+
+from tokensparse import cpu  # noqa: E402  (imports no JAX)
+
+cpu.use_host_devices()
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/...).',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Work directory: checkpoints, config and metrics.')
+flags.DEFINE_string('coordinator_address', None,
+                    'host:port of process 0 for multi-host training (jax.distributed).')
+flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host).')
+flags.DEFINE_integer('process_id', None, 'Index of this process (multi-host).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  del argv
+  if not any(a.startswith(('--verbosity', '-v')) for a in sys.argv):
+    logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
+  import jax  # pylint: disable=g-import-not-at-top
+  if FLAGS.coordinator_address or FLAGS.num_processes:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  from tokensparse.train import loop  # pylint: disable=g-import-not-at-top
+  try:
+    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == '__main__':
+  app.run(main)
