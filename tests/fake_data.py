@@ -35,7 +35,7 @@ def tiny_config(tmp_path, **overrides):
   spec.loader.exec_module(module)
   config = module.get_config()
   with config.unlocked():
-    config.model.update(width=32, depth=2, num_heads=4, mlp_dim=64, patch_size=7)
+    config.model.update(width=32, depth=2, num_heads=4, mlp_dim=64)
     config.data.source_dir = make_fashion_like(str(tmp_path / 'idx'))
     config.data.data_dir = str(tmp_path / 'tfds')
     config.batch_size = 16

@@ -23,10 +23,10 @@ def test_shipped_configs_validate_and_build(path):
 
 
 @pytest.mark.parametrize('field,value,message', [
-    ('model.image_size', 30, 'model.image_size=30: not divisible by model.patch_size=4'),
-    ('model.num_heads', 5, 'model.num_heads=5: does not divide model.width=96'),
+    ('model.image_size', 30, 'model.image_size=30: not divisible by model.patch_size=7'),
+    ('model.num_heads', 5, 'model.num_heads=5: does not divide model.width=128'),
     ('model.variant', 'XL/16', "model.variant='XL/16': expected one of"),
-    ('model.mlp_dim', [192, 192], 'model.mlp_dim=[192, 192]: needs one entry per block (model.depth=4)'),
+    ('model.mlp_dim', [192, 192], 'model.mlp_dim=[192, 192]: needs one entry per block (model.depth=6)'),
     ('model.dropout', 1.5, 'model.dropout=1.5: must be in [0, 1)'),
     ('model.dtype', 'float8', "model.dtype='float8': expected one of"),
     ('batch_size', 0, 'batch_size=0: must be positive'),

@@ -158,3 +158,32 @@ def test_class_count_mismatch_names_the_field(tmp_path):
   config = fake_data.tiny_config(tmp_path, **{'model.num_classes': 7})
   with pytest.raises(ValueError, match='model.num_classes=7, but fashion_mnist has 10 classes'):
     loop.train_and_evaluate(config, str(tmp_path / 'w'))
+
+
+def test_init_from_timm_file_skips_head_and_needs_rgb(tmp_path):
+  import torch
+  from tests import numpy_vit
+  rng = np.random.default_rng(0)
+  sd = numpy_vit.random_timm_state_dict(rng, width=32, depth=2, num_heads=4, mlp_dim=64, patch=7,
+                                        channels=3, grid=4, num_classes=1000)
+  torch.save({'model': {k: torch.from_numpy(v) for k, v in sd.items()}}, tmp_path / 'deit.pth')
+  config = fake_data.tiny_config(tmp_path, total_steps=1, **{
+      'init_from.path': str(tmp_path / 'deit.pth'), 'init_from.skip': ('head',)})
+  with pytest.raises(ValueError, match=r'embedding/kernel: checkpoint \(7, 7, 3, 32\), model '
+                                       r'\(7, 7, 1, 32\) \(set data.to_rgb=True'):
+    loop.train_and_evaluate(config, str(tmp_path / 'grey'))
+
+  with config.unlocked():
+    config.data.to_rgb = True
+  model = models.build(config.model)
+  params = loop.init_params(model, config, jax.random.PRNGKey(0), channels=3)
+  loaded = loop.load_pretrained(params, config, model)
+  np.testing.assert_array_equal(loaded['cls'], sd['cls_token'])
+  np.testing.assert_array_equal(loaded['head']['kernel'], params['head']['kernel'])  # kept
+  loop.train_and_evaluate(config, str(tmp_path / 'rgb'))  # and it trains
+
+
+def test_unprepared_tfds_dataset_says_how_to_prepare(tmp_path):
+  config = fake_data.tiny_config(tmp_path, **{'data.name': 'imagenet2012'})
+  with pytest.raises(FileNotFoundError, match='tfds build imagenet2012 .*--file_format=array_record'):
+    Data(config, local_devices=8)

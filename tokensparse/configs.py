@@ -49,6 +49,7 @@ def base() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       name='fashion_mnist', data_dir='', source_dir='', train_split='train', eval_split='test',
       augment='crop_flip', crop_padding=4, flip=True, eval_crop_fraction=1.0, to_rgb=False,
+      canvas_size=0,  # > 0: place each image at a random position on a zero canvas this big
       mean=(0.5,), std=(0.5,)))
 
   c.init_from = ml_collections.ConfigDict(dict(path='', skip=()))
@@ -84,6 +85,15 @@ def validate(config) -> None:
     if not 0.0 <= m.get(field, 0.0) < 1.0:
       _fail(f'model.{field}', m[field], 'must be in [0, 1)')
 
+  if m.get('name') == 'dynamic_vit':
+    _validate_dynamic_vit(m, kw)
+  if m.get('name') == 'pooled_vit':
+    grid = kw['image_size'] // kw['patch_size']
+    if grid % 2:
+      _fail('model.image_size', kw['image_size'], f'2x2 pooling needs an even patch grid, not {grid}')
+    if not 0 <= m.pool_layer < kw['depth']:
+      _fail('model.pool_layer', m.pool_layer, f'must be a block index in [0, {kw["depth"] - 1}]')
+
   if config.batch_size <= 0:
     _fail('batch_size', config.batch_size, 'must be positive')
   if config.get('total_steps', 0) <= 0 and config.num_epochs <= 0:
@@ -103,3 +113,18 @@ def validate(config) -> None:
     _fail('data.std', d.std, f'needs as many entries as data.mean={d.mean}')
   if any(s <= 0 for s in d.std):
     _fail('data.std', d.std, 'entries must be positive')
+
+
+def _validate_dynamic_vit(m, kw) -> None:
+  from tokensparse.models.dynamic_vit import keep_counts  # pylint: disable=g-import-not-at-top
+  if not 0.0 < m.keep_ratio <= 1.0:
+    _fail('model.keep_ratio', m.keep_ratio, 'must be in (0, 1]')
+  layers = list(m.prune_layers)
+  if not layers or layers != sorted(set(layers)) or layers[0] < 1 or layers[-1] >= kw['depth']:
+    _fail('model.prune_layers', tuple(layers),
+          f'must be increasing block indices in [1, {kw["depth"] - 1}] (model.depth={kw["depth"]})')
+  n = (kw['image_size'] // kw['patch_size']) ** 2
+  counts = keep_counts(n, m.keep_ratio, len(layers))
+  if min(counts) < 1:
+    _fail('model.keep_ratio', m.keep_ratio,
+          f'keeps {counts} of {n} patch tokens; every stage must keep at least one')

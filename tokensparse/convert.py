@@ -232,6 +232,22 @@ def timm_rules(model_config) -> list:
   return rules
 
 
+def dynamic_vit_rules(model_config) -> list:
+  """The official DynamicViT predictors (`score_predictor.{s}.in_conv.{0,1}` = LayerNorm, Linear;
+  `out_conv.{0,2,4}` = the three Linears) onto `predictor_{s}`."""
+  mc = _model_config(model_config)
+  rules = []
+  for s in range(len(mc.prune_layers)):
+    src, dst = f'score_predictor.{s}.', (f'predictor_{s}',)
+    for tn, fn, kind in (('in_conv.0', 'in_norm', 'ln'), ('in_conv.1', 'in_dense', 'dense'),
+                         ('out_conv.0', 'out_0', 'dense'), ('out_conv.2', 'out_1', 'dense'),
+                         ('out_conv.4', 'out_2', 'dense')):
+      rules += [(f'{src}{tn}.weight', dst + (fn, 'scale' if kind == 'ln' else 'kernel'),
+                 (lambda w: w) if kind == 'ln' else (lambda w: w.T)),
+                (f'{src}{tn}.bias', dst + (fn, 'bias'), lambda w: w)]
+  return rules
+
+
 def from_timm(state_dict: Mapping[str, Any], config, *, skip: tuple[str, ...] = (),
               extra_rules: list | None = None) -> tuple[dict, dict]:
   """timm / DeiT state dict ({name: array or torch tensor}) -> (Flax params, info).
@@ -243,6 +259,8 @@ def from_timm(state_dict: Mapping[str, Any], config, *, skip: tuple[str, ...] = 
     state_dict = state_dict['model']
   sd = {k.removeprefix('module.'): _to_numpy(v) for k, v in state_dict.items()}
   rules = timm_rules(config) + list(extra_rules or [])
+  if _model_config(config).get('name') == 'dynamic_vit':
+    rules += dynamic_vit_rules(config)
   return _assemble(sd, rules, config, 'timm', (IMAGENET_MEAN, IMAGENET_STD), skip)
 
 

@@ -64,10 +64,16 @@ class Attention(nn.Module):
     """x: [B, N, D] -> q, k, v each [B, N, H, d]."""
     return self.query(x), self.key(x), self.value(x)
 
-  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-    """x: [B, N, D] -> [B, N, D]."""
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               policy: jax.Array | None = None) -> jax.Array:
+    """x: [B, N, D] -> [B, N, D]. `policy` [B, N] (1 keep, 0 drop) hides dropped tokens as keys
+    with DynamicViT's masked softmax (`functional.softmax_with_policy`)."""
     q, k, v = self.qkv(x)
-    w = F.attention_weights(q, k, self.softmax_scale)
+    if policy is None:
+      w = F.attention_weights(q, k, self.softmax_scale)
+    else:
+      w = F.softmax_with_policy(F.attention_logits(q, k, self.softmax_scale), policy)
+      w = w.astype(q.dtype)
     w = self.dropout(w, deterministic=deterministic)
     return self.out(F.attend(w, v))
 
@@ -136,7 +142,8 @@ class EncoderBlock(nn.Module):
     rng = None if deterministic or self.droppath == 0.0 else self.make_rng('dropout')
     return x + F.drop_path(branch, self.droppath, rng)
 
-  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-    """x: [B, N, D] -> [B, N, D]."""
-    x = self.residual(x, self.attn(self.norm1(x), deterministic), deterministic)
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               policy: jax.Array | None = None) -> jax.Array:
+    """x: [B, N, D] -> [B, N, D]; `policy` [B, N] masks attention keys (see Attention)."""
+    x = self.residual(x, self.attn(self.norm1(x), deterministic, policy), deterministic)
     return self.residual(x, self.mlp(self.norm2(x), deterministic), deterministic)

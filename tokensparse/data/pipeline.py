@@ -55,7 +55,7 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
   if not builder.is_prepared():
     raise FileNotFoundError(
         f'data.name={name!r}: no prepared copy under data.data_dir={data_dir!r}. Prepare it '
-        'once with `tfds build {name} --data_dir=... --file_format=array_record` (manual '
+        f'once with `tfds build {name} --data_dir=... --file_format=array_record` (manual '
         'downloads such as imagenet2012 need --manual_dir), then pass data.data_dir.')
   return builder
 
@@ -136,6 +136,7 @@ class Preprocess:
     self.flip = data_config.get('flip', True)
     self.eval_crop = data_config.get('eval_crop_fraction', 1.0)
     self.to_rgb = data_config.get('to_rgb', False)
+    self.canvas = data_config.get('canvas_size', 0)
     self.size = image_size
     self.image_key, self.label_key = image_key, label_key
     if self.augment not in ('crop_flip', 'inception_crop', 'none'):
@@ -143,6 +144,8 @@ class Preprocess:
 
   def train(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
     image = np.asarray(example[self.image_key])
+    if self.canvas:
+      image = place_on_canvas(image, self.canvas, rng)
     if self.augment == 'crop_flip':
       image = pad_crop(image, rng, self.size, self.pad)
     elif self.augment == 'inception_crop':
@@ -153,8 +156,11 @@ class Preprocess:
       image = image[:, ::-1]
     return self.finish(image, example)
 
-  def eval(self, example: dict[str, Any]) -> dict[str, np.ndarray]:
-    image = center_crop(np.asarray(example[self.image_key]), self.size, self.eval_crop)
+  def eval(self, example: dict[str, Any], index: int = 0) -> dict[str, np.ndarray]:
+    image = np.asarray(example[self.image_key])
+    if self.canvas:  # a fixed position per eval example
+      image = place_on_canvas(image, self.canvas, np.random.default_rng(index))
+    image = center_crop(image, self.size, self.eval_crop)
     return self.finish(image, example)
 
   def finish(self, image, example):
@@ -162,6 +168,18 @@ class Preprocess:
       image = np.repeat(image, 3, axis=-1)
     return {'image': np.ascontiguousarray(image, np.uint8),
             'label': np.int32(example[self.label_key])}
+
+
+def place_on_canvas(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+  """Put image [h, w, c] at a random position on a zero canvas [size, size, c]
+  (cluttered-MNIST style: most tokens are background, so dropping tokens can pay)."""
+  h, w, c = image.shape
+  if size < max(h, w):
+    raise ValueError(f'data.canvas_size={size} is smaller than the {h}x{w} images')
+  y, x = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
+  out = np.zeros((size, size, c), image.dtype)
+  out[y:y + h, x:x + w] = image
+  return out
 
 
 def normalize(images: np.ndarray, mean, std) -> np.ndarray:
@@ -243,7 +261,8 @@ class Data:
       mask = np.zeros(b, np.float32)
       mask[:len(chunk)] = 1.0
       chunk = chunk if len(chunk) else indices[:1]  # a process with nothing left still steps
-      rows = [self.preprocess.eval(ex) for ex in read_many(self.eval_source, chunk.tolist())]
+      rows = [self.preprocess.eval(ex, int(i))
+              for ex, i in zip(read_many(self.eval_source, chunk.tolist()), chunk)]
       rows += [rows[0]] * (b - len(rows))
       batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
       batch['mask'] = mask

@@ -9,11 +9,13 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from tokensparse.models.dynamic_vit import DynamicViT, PooledViT
 from tokensparse.models.vit import ViT, parse_variant
 
 BACKBONE_FIELDS = ('num_classes', 'image_size', 'patch_size', 'width', 'depth', 'num_heads',
                    'mlp_dim', 'head_dim', 'attn_scale', 'distilled', 'dropout', 'attn_dropout',
                    'droppath')
+NAMES = ('vit', 'dynamic_vit', 'pooled_vit')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
 
@@ -40,8 +42,15 @@ def backbone_kwargs(model_config: Any) -> dict[str, Any]:
 
 
 def build(model_config: Any):
-  """Flax module for `model_config.name` ('vit')."""
+  """Flax module for `model_config.name` ('vit' or 'dynamic_vit')."""
   name = model_config.get('name', 'vit')
   if name == 'vit':
     return ViT(**backbone_kwargs(model_config))
-  raise ValueError(f'model.name={name!r}: unknown model; available: vit')
+  if name == 'dynamic_vit':
+    return DynamicViT(**backbone_kwargs(model_config), keep_ratio=model_config.keep_ratio,
+                      prune_layers=tuple(model_config.prune_layers),
+                      gumbel_noise=model_config.get('gumbel_noise', True),
+                      selector=model_config.get('selector', 'predictor'))
+  if name == 'pooled_vit':
+    return PooledViT(**backbone_kwargs(model_config), pool_layer=model_config.pool_layer)
+  raise ValueError(f'model.name={name!r}: unknown model; available: {", ".join(NAMES)}')

@@ -21,8 +21,9 @@ from flax import traverse_util
 
 from tokensparse import configs as config_lib
 from tokensparse import convert, models
+from tokensparse import functional as F
 from tokensparse.data import Data
-from tokensparse.train import checkpoint, optim, steps
+from tokensparse.train import checkpoint, objectives, optim, steps
 
 
 def log(msg: str) -> None:
@@ -55,7 +56,7 @@ def init_params(model, config, rng, channels: int):
   return jax.jit(lambda r: model.init(r, dummy)['params'])(rng)
 
 
-def load_pretrained(params, config) -> Any:
+def load_pretrained(params, config, model) -> Any:
   """Replace `params` entries with those of `config.init_from.path` (a tokensparse work
   directory or a timm/DeiT/vit_jax file); prefixes in `init_from.skip` keep their init."""
   path, skip = config.init_from.path, tuple(config.init_from.get('skip') or ())
@@ -76,7 +77,10 @@ def load_pretrained(params, config) -> Any:
       continue
     if key not in flat:
       problems.append(f'{name} is not a parameter of this model')
-    elif flat[key].shape != np.shape(value):
+      continue
+    if key[-1] == 'pos_embedding' and flat[key].shape != np.shape(value):
+      value = F.resample_posemb(np.asarray(value), model.num_prefix, model.grid)
+    if flat[key].shape != np.shape(value):
       hint = ' (set data.to_rgb=True for an RGB checkpoint)' if name == 'embedding/kernel' else ''
       problems.append(f'{name}: checkpoint {np.shape(value)}, model {flat[key].shape}{hint}')
     else:
@@ -122,10 +126,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   channels = 3 if config.data.get('to_rgb') else meta.image_shape[-1]
   params = init_params(model, config, rng, channels)
   if config.get('init_from') and config.init_from.get('path'):
-    params = load_pretrained(params, config)
+    params = load_pretrained(params, config, model)
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   tx, lr_fn = optim.make(config, params, total_steps, warmup_steps)
-  state = steps.TrainState.create(params, tx, jax.random.fold_in(rng, 1))
+  state = steps.TrainState.create(params, tx, jax.random.fold_in(rng, 1),
+                                  frozen=objectives.frozen_variables(config, params))
 
   mngr = checkpoint.manager(workdir, config.get('keep_checkpoints', 3))
   if mngr.latest_step() is not None:
@@ -136,7 +141,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       f'{meta.num_classes} classes; model {config.model.name} with {n_params:,} parameters; '
       f'{total_steps} steps of batch {config.batch_size} ({steps_per_epoch} per epoch)')
 
-  loss_fn = steps.classification_loss(config)
+  loss_fn = objectives.loss_fn(config)
   p_train = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx, loss_fn=loss_fn,
                                        lr_fn=lr_fn), axis_name=steps.AXIS, donate_argnums=(0,))
   p_eval = jax.pmap(functools.partial(steps.eval_step, model=model, loss_fn=loss_fn),
@@ -147,7 +152,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ckpt_every = config.get('checkpoint_every_steps') or 0
 
   batches = data.train_iter(start)
-  sums, t_last, seen, t_start, result = None, time.time(), 0, time.time(), {}
+  # Throughput counts training only: time spent evaluating and saving is subtracted.
+  sums, t_last, seen, paused, t_start, result = None, time.time(), 0, 0.0, time.time(), {}
   for step in range(start + 1, total_steps + 1):
     rstate, m = p_train(rstate, next(batches))
     sums = m if sums is None else jax.tree.map(lambda a, b: a + b, sums, m)
@@ -163,22 +169,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
             f'training loss is {train["loss"]} at step {step}; stopped without saving. The last '
             f'good checkpoint is step {mngr.latest_step()} in {workdir}')
       now = time.time()
-      ips = seen / max(now - t_last, 1e-9)
-      eta = (total_steps - step) * config.batch_size / ips
+      ips = seen / max(now - t_last - paused, 1e-9) if seen else float('nan')  # nan: step 1 only
+      eta = (total_steps - step) * config.batch_size / ips if seen else 0.0
       writer.write(step, 'train', {**train, 'images_per_sec': ips})
       log(f'step {step}/{total_steps} | loss {train["loss"]:.4f} | acc '
           f'{100 * train["accuracy"]:.2f}% | lr {train["lr"]:.2e} | {ips:.0f} img/s | '
           f'ETA {format_eta(eta)}')
-      sums, t_last, seen = None, now, 0
+      sums, t_last, seen, paused = None, now, 0, 0.0
     if (eval_every and step % eval_every == 0) or step == total_steps:
+      t_pause = time.time()
       result = evaluate(p_eval, rstate, data)
       writer.write(step, 'eval', result)
       log(f'eval at step {step}: accuracy {100 * result["accuracy"]:.2f}% loss '
           f'{result["loss"]:.4f} ({int(result["count"])} examples)')
-      t_last = time.time()  # evaluation time is not training throughput
+      paused += time.time() - t_pause
     if (ckpt_every and step % ckpt_every == 0) or step == total_steps:
+      t_pause = time.time()
       checkpoint.save(mngr, step, steps.unreplicate(rstate), config)
-      t_last = time.time()
+      paused += time.time() - t_pause
   if start >= total_steps:
     log(f'nothing to do: the checkpoint in {workdir} is already at step {start}')
     result = evaluate(p_eval, rstate, data)

@@ -3,8 +3,9 @@
 Groups come from `config.optimizer.lr_groups`: a list of `(regex, multiplier[, freeze_steps])`
 matched in order against '/'-joined parameter paths (first match wins, default multiplier 1).
 A group's multiplier scales its final update, which for AdamW is the same as scaling its
-learning rate; `freeze_steps` holds it at 0 until that step (DynamicViT freezes the backbone
-during warm-up); multiplier 0 freezes a group for good (cls token, position embedding).
+learning rate; `freeze_steps` (a step count, or 'warmup' for the warm-up length) holds it at 0
+until then (DynamicViT freezes the backbone during warm-up); multiplier 0 freezes a group for
+good (cls token, position embedding).
 """
 from __future__ import annotations
 
@@ -81,7 +82,8 @@ def make(config, params, total_steps: int, warmup_steps: int):
     parts.append(optax.sgd(lr, momentum=opt.get('momentum') or None))
   else:
     raise ValueError(f'optimizer.name={opt.name!r}: expected adamw or sgd')
-  groups = [tuple(g) for g in (opt.get('lr_groups') or [])]
+  groups = [tuple(g[:2]) + ((warmup_steps if g[2] == 'warmup' else int(g[2])),) if len(g) > 2
+            else tuple(g) for g in (opt.get('lr_groups') or [])]
   if groups:
     parts.append(scale_by_group(path_labels(params, groups), groups))
   return optax.chain(*parts), lr

@@ -20,14 +20,18 @@ AXIS = 'batch'
 
 @flax.struct.dataclass
 class TrainState:
+  """`frozen` holds variables the loss reads but the optimizer never touches (a teacher)."""
   step: jax.Array
   params: Any
   opt_state: Any
   rng: jax.Array
+  frozen: Any = None
 
   @classmethod
-  def create(cls, params, tx: optax.GradientTransformation, rng: jax.Array) -> 'TrainState':
-    return cls(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params), rng=rng)
+  def create(cls, params, tx: optax.GradientTransformation, rng: jax.Array,
+             frozen: Any = None) -> 'TrainState':
+    return cls(step=jnp.zeros([], jnp.int32), params=params, opt_state=tx.init(params), rng=rng,
+               frozen=frozen if frozen is not None else {})
 
 
 def replicate(tree, devices=None):
@@ -42,18 +46,27 @@ def unreplicate(tree):
   return jax.tree.map(lambda x: x[0], tree)
 
 
+def rngs(rng: jax.Array, train: bool) -> dict[str, jax.Array]:
+  """Named RNG streams for a training forward pass (dropout, DynamicViT's Gumbel noise)."""
+  return {'dropout': rng, 'gumbel': jax.random.fold_in(rng, 1)} if train else {}
+
+
+def classification_metrics(logits, labels, per_example_loss, mask) -> dict:
+  """(sum, count) metrics: masked sums of loss and correct predictions, and the count."""
+  return {'loss': (per_example_loss * mask).sum(),
+          'correct': (losses.correct(logits, labels) * mask).sum(), 'count': mask.sum()}
+
+
 def classification_loss(config) -> Callable:
-  """loss_fn(model, params, batch, rng, train) -> (mean loss, metric sums) for plain ViTs."""
+  """loss_fn(model, params, batch, rng, train, frozen) -> (mean loss, metric sums)."""
   smoothing = config.get('label_smoothing', 0.0)
 
-  def loss_fn(model, params, batch, rng, train):
-    logits, _ = model.apply({'params': params}, batch['image'], train=train,
-                            rngs={'dropout': rng} if train else {})
+  def loss_fn(model, params, batch, rng, train, frozen=None):
+    del frozen
+    logits, _ = model.apply({'params': params}, batch['image'], train=train, rngs=rngs(rng, train))
     per_example = losses.cross_entropy(logits, batch['label'], smoothing if train else 0.0)
     mask = batch.get('mask', jnp.ones_like(per_example))
-    metrics = {'loss': (per_example * mask).sum(),
-               'correct': (losses.correct(logits, batch['label']) * mask).sum(),
-               'count': mask.sum()}
+    metrics = classification_metrics(logits, batch['label'], per_example, mask)
     return (per_example * mask).sum() / jnp.maximum(mask.sum(), 1.0), metrics
 
   return loss_fn
@@ -65,7 +78,7 @@ def train_step(state: TrainState, batch, *, model, tx, loss_fn, lr_fn):
   rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), lax.axis_index(AXIS))
 
   def compute(params):
-    return loss_fn(model, params, batch, rng, True)
+    return loss_fn(model, params, batch, rng, True, state.frozen)
 
   (loss, metrics), grads = jax.value_and_grad(compute, has_aux=True)(state.params)
   grads = lax.pmean(grads, AXIS)
@@ -80,7 +93,7 @@ def train_step(state: TrainState, batch, *, model, tx, loss_fn, lr_fn):
 
 def eval_step(state: TrainState, batch, *, model, loss_fn):
   """Metric sums over this device's shard, summed over all devices (padding masked out)."""
-  _, metrics = loss_fn(model, state.params, batch, jax.random.key(0), False)
+  _, metrics = loss_fn(model, state.params, batch, jax.random.PRNGKey(0), False, state.frozen)
   return lax.psum(metrics, AXIS)
 
 

@@ -1,0 +1,46 @@
+"""DynamicViT (keep ratio 0.7) fine-tuned from the dense canvas ViT on Fashion-MNIST.
+
+    python train.py --config configs/dynamicvit/fashion_mnist.py --workdir runs/dynamicvit_fashion_mnist
+
+Items on a 56x56 canvas (see configs/vit/fashion_mnist_canvas.py): 64 patch tokens, of which
+the predictors before blocks 2, 3 and 4 keep 44, 31 and 21. The dense canvas model is both the
+initialisation and the frozen teacher. Recipe of the paper scaled down: AdamW, predictors at the
+full learning rate, backbone at 0.01x and frozen during warm-up, class token and position
+embedding frozen; loss = CE + 2 ratio + 0.5 KL + 0.5 token MSE.
+
+Arguments: `static` (input-independent learned token selection) and `pool` (2x2 average pooling
+of the token grid) give the paper's ablation baselines at the same budget.
+"""
+import importlib.util
+import os
+
+import ml_collections
+
+
+def get_config(arg: str = ''):
+  spec = importlib.util.spec_from_file_location(
+      'canvas', os.path.join(os.path.dirname(__file__), '..', 'vit', 'fashion_mnist_canvas.py'))
+  canvas = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(canvas)
+  c = canvas.get_config(arg)
+  with c.unlocked():
+    c.model.name = 'dynamic_vit'
+    c.model.keep_ratio = 0.7
+    c.model.prune_layers = (2, 3, 4)
+    c.model.gumbel_noise = True
+    c.dynamic_vit = ml_collections.ConfigDict(dict(
+        ratio_weight=2.0, distill_weight=0.5, token_weight=0.5))
+    c.init_from.path = 'runs/vit_fashion_mnist_canvas'
+    c.num_epochs = 1
+    c.warmup_epochs = 0.25
+    c.label_smoothing = 0.0
+    c.optimizer.update(lr=1e-3, min_lr=1e-6, weight_decay=0.05)
+    c.optimizer.lr_groups = [('^predictor_|^static_scores_', 1.0), ('^cls$|pos_embedding', 0.0),
+                             ('.*', 0.01, 'warmup')]
+    if 'static' in arg:
+      c.model.selector = 'static'
+    if 'pool' in arg:  # 2x2 pooling before block 3: 246 token-blocks vs DynamicViT's 251
+      c.model.name = 'pooled_vit'
+      c.model.pool_layer = 3
+      c.optimizer.lr_groups = [('^cls$|pos_embedding', 0.0), ('.*', 1.0)]
+  return c.lock()

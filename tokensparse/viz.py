@@ -1,0 +1,135 @@
+"""Pictures of what the methods keep, as PNG files (PIL only).
+
+    python -m tokensparse.viz --workdir runs/dynamicvit_fashion_mnist --out figures/
+
+For a DynamicViT work directory this writes
+  kept_tokens.png  rows of eval images: the input, then the tokens left after each stage
+                   (dropped patches blanked);
+  keep_heatmap.png per stage, how often each patch position is kept over the eval images.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+BLANK = np.array([235, 235, 235], np.uint8)
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+  """uint8 [H, W, C] (C = 1 or 3) -> [H, W, 3]."""
+  return np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+
+
+def blank_dropped(image: np.ndarray, kept: np.ndarray, patch: int) -> np.ndarray:
+  """image uint8 [H, W, C]; kept: indices of kept patches (row-major) -> RGB with the rest blanked."""
+  out = _to_rgb(image).copy()
+  gw = image.shape[1] // patch
+  keep = np.zeros((image.shape[0] // patch) * gw, bool)
+  keep[np.asarray(kept)] = True
+  for i in np.where(~keep)[0]:
+    r, c = divmod(int(i), gw)
+    out[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch] = BLANK
+  return out
+
+
+def kept_token_grid(images: np.ndarray, kept_per_stage: list[np.ndarray], patch: int,
+                    path: str, scale: int = 4) -> None:
+  """images uint8 [B, H, W, C]; kept_per_stage: per stage [B, k_s] kept patch indices."""
+  rows = []
+  for b in range(images.shape[0]):
+    cols = [_to_rgb(images[b])] + [blank_dropped(images[b], k[b], patch) for k in kept_per_stage]
+    sep = np.full((images.shape[1], 2, 3), 255, np.uint8)
+    rows.append(np.concatenate(sum([[c, sep] for c in cols], [])[:-1], axis=1))
+  grid = np.concatenate([np.concatenate([r, np.full((2, r.shape[1], 3), 255, np.uint8)])
+                         for r in rows])
+  Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale),
+                               Image.NEAREST).save(path)
+
+
+def colormap(x: np.ndarray) -> np.ndarray:
+  """[0, 1] -> RGB uint8 on a dark-blue -> yellow ramp (viridis-like)."""
+  stops = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
+                   np.float32)
+  t = np.clip(x, 0, 1) * (len(stops) - 1)
+  i = np.minimum(t.astype(int), len(stops) - 2)
+  f = (t - i)[..., None]
+  return (stops[i] * (1 - f) + stops[i + 1] * f).astype(np.uint8)
+
+
+def keep_heatmaps(freqs: list[np.ndarray], path: str, cell: int = 24,
+                  titles: list[str] | None = None) -> None:
+  """freqs: per stage [gh, gw] keep frequency in [0, 1] -> side-by-side heat maps with a scale."""
+  panels = []
+  for s, f in enumerate(freqs):
+    img = Image.fromarray(colormap(f)).resize((f.shape[1] * cell, f.shape[0] * cell), Image.NEAREST)
+    canvas = Image.new('RGB', (img.width, img.height + 16), 'white')
+    canvas.paste(img, (0, 16))
+    ImageDraw.Draw(canvas).text((2, 2), (titles or [f'stage {s + 1}'] * len(freqs))[s], fill='black')
+    panels.append(canvas)
+  bar = Image.fromarray(colormap(np.linspace(1, 0, panels[0].height - 16)[:, None]
+                                 .repeat(12, 1))).convert('RGB')
+  legend = Image.new('RGB', (bar.width + 40, panels[0].height), 'white')
+  legend.paste(bar, (0, 16))
+  d = ImageDraw.Draw(legend)
+  d.text((14, 12), '1.0', fill='black')
+  d.text((14, legend.height - 12), '0.0', fill='black')
+  width = sum(p.width + 8 for p in panels) + legend.width
+  out = Image.new('RGB', (width, panels[0].height), 'white')
+  x = 0
+  for p in panels + [legend]:
+    out.paste(p, (x, 0))
+    x += p.width + 8
+  out.save(path)
+
+
+def dynamic_vit_figures(workdir: str, out: str, num_images: int = 8, num_eval: int = 2000):
+  import jax  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from tokensparse import models  # pylint: disable=g-import-not-at-top
+  from tokensparse.data import pipeline  # pylint: disable=g-import-not-at-top
+  from tokensparse.train import checkpoint  # pylint: disable=g-import-not-at-top
+
+  config = ml_collections.ConfigDict(checkpoint.load_config(workdir))
+  mngr = checkpoint.manager(workdir)
+  params = mngr.restore(mngr.latest_step(), args=checkpoint.ocp.args.Composite(
+      state=checkpoint.ocp.args.StandardRestore()))['state']['params']
+  model = models.build(config.model)
+  builder = pipeline.get_builder(config.data)
+  source = pipeline.open_split(builder, config.data.eval_split)
+  image_key, label_key = pipeline.keys(builder)
+  prep = pipeline.Preprocess(config.data, config.model.image_size, image_key, label_key)
+  n = min(num_eval, len(source))
+  raw = np.stack([prep.eval(ex, i)['image'] for i, ex in
+                  enumerate(pipeline.read_many(source, list(range(n))))])
+  apply = jax.jit(lambda p, x: model.apply({'params': p}, x)[1]['kept_indices'])
+  kept = [[] for _ in model.prune_layers]
+  for i in range(0, n, 250):
+    batch = pipeline.normalize(raw[i:i + 250], config.data.mean, config.data.std)
+    for s, k in enumerate(apply(params, batch)):
+      kept[s].append(np.asarray(k))
+  kept = [np.concatenate(k) for k in kept]
+  os.makedirs(out, exist_ok=True)
+  kept_token_grid(raw[:num_images], [k[:num_images] for k in kept], model.patch_size,
+                  os.path.join(out, 'kept_tokens.png'))
+  gh, gw = model.grid
+  freqs = [np.bincount(k.reshape(-1), minlength=gh * gw).reshape(gh, gw) / n for k in kept]
+  keep_heatmaps(freqs, os.path.join(out, 'keep_heatmap.png'),
+                titles=[f'after stage {s + 1} ({c} kept)' for s, c in enumerate(model.counts)])
+  return os.path.join(out, 'kept_tokens.png'), os.path.join(out, 'keep_heatmap.png')
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--out', default='figures')
+  parser.add_argument('--num_images', type=int, default=8)
+  args = parser.parse_args()
+  for path in dynamic_vit_figures(args.workdir, args.out, args.num_images):
+    print('wrote', path)
+
+
+if __name__ == '__main__':
+  main()
