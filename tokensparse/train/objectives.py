@@ -38,37 +38,10 @@ def frozen_variables(config, params) -> dict[str, Any]:
   return {}
 
 
-def distilled_classification_loss(config) -> Callable:
-  """CE + distill_weight * KL(teacher || student), for students whose tokens differ from the
-  teacher's (the pooling baseline)."""
+def _with_teacher(config, terms: Callable) -> Callable:
+  """A loss_fn that evaluates as plain classification and, in training, runs the student and
+  the frozen dense teacher and returns terms(batch, logits, aux, t_logits, t_aux, ce)."""
   teacher = ViT(**models.backbone_kwargs(config.model))
-  weight = config.dynamic_vit.distill_weight
-  smoothing = config.get('label_smoothing', 0.0)
-  evaluate = steps.classification_loss(config)
-
-  def fn(model, params, batch, rng, train, frozen=None):
-    if not train:
-      return evaluate(model, params, batch, rng, train)
-    logits, _ = model.apply({'params': params}, batch['image'], train=True,
-                            rngs=steps.rngs(rng, True))
-    t_logits = jax.lax.stop_gradient(teacher.apply({'params': frozen['teacher']},
-                                                   batch['image'])[0])
-    ce = losses.cross_entropy(logits, batch['label'], smoothing)
-    kl = losses.kl_to_teacher(logits, t_logits)
-    metrics = steps.classification_metrics(logits, batch['label'], ce, jnp.ones_like(ce))
-    metrics['kl'] = kl.sum()
-    return (ce + weight * kl).mean(), metrics
-
-  return fn
-
-
-def dynamic_vit_loss(config) -> Callable:
-  """CE + ratio_weight * ratio loss + distill_weight * KL(teacher || student)
-  + token_weight * MSE(kept final patch tokens, teacher's), as in DynamicViT's reference."""
-  dv = config.dynamic_vit
-  teacher = ViT(**models.backbone_kwargs(config.model))
-  model_cfg = config.model
-  targets = [model_cfg.keep_ratio ** (s + 1) for s in range(len(model_cfg.prune_layers))]
   smoothing = config.get('label_smoothing', 0.0)
   evaluate = steps.classification_loss(config)
 
@@ -77,20 +50,42 @@ def dynamic_vit_loss(config) -> Callable:
       return evaluate(model, params, batch, rng, train)
     logits, aux = model.apply({'params': params}, batch['image'], train=True,
                               rngs=steps.rngs(rng, True))
-    t_logits, t_aux = teacher.apply({'params': frozen['teacher']}, batch['image'])
-    t_logits, t_tokens = jax.lax.stop_gradient((t_logits, t_aux['tokens']))
-    p = teacher.num_prefix
+    t_logits, t_aux = jax.lax.stop_gradient(
+        teacher.apply({'params': frozen['teacher']}, batch['image']))
     ce = losses.cross_entropy(logits, batch['label'], smoothing)
-    ratio = losses.keep_ratio_loss(aux['masks'], targets)
-    kl = losses.kl_to_teacher(logits, t_logits)
-    token = losses.kept_token_mse(aux['tokens'][:, p:], t_tokens[:, p:], aux['final_mask'])
-    per_example = ce + dv.ratio_weight * ratio + dv.distill_weight * kl
-    loss = per_example.mean() + dv.token_weight * token
-    mask = jnp.ones_like(ce)
-    metrics = steps.classification_metrics(logits, batch['label'], ce, mask)
-    n = mask.sum()
-    metrics.update(ratio_loss=ratio.sum(), kl=kl.sum(), token_mse=token * n,
-                   kept_fraction=aux['final_mask'].mean(1).sum())
+    loss, extra = terms(batch, logits, aux, t_logits, t_aux, ce)
+    metrics = steps.classification_metrics(logits, batch['label'], ce, jnp.ones_like(ce))
+    metrics.update(extra)
     return loss, metrics
 
   return fn
+
+
+def distilled_classification_loss(config) -> Callable:
+  """CE + distill_weight * KL(teacher || student), for students whose tokens differ from the
+  teacher's (the pooling baseline)."""
+  weight = config.dynamic_vit.distill_weight
+
+  def terms(batch, logits, aux, t_logits, t_aux, ce):
+    kl = losses.kl_to_teacher(logits, t_logits)
+    return (ce + weight * kl).mean(), {'kl': kl.sum()}
+
+  return _with_teacher(config, terms)
+
+
+def dynamic_vit_loss(config) -> Callable:
+  """CE + ratio_weight * ratio loss + distill_weight * KL(teacher || student)
+  + token_weight * MSE(kept final patch tokens, teacher's), as in DynamicViT's reference."""
+  dv, m = config.dynamic_vit, config.model
+  targets = [m.keep_ratio ** (s + 1) for s in range(len(m.prune_layers))]
+  p = 2 if m.get('distilled') else 1  # prefix tokens (cls, dist) are never pruned
+
+  def terms(batch, logits, aux, t_logits, t_aux, ce):
+    ratio = losses.keep_ratio_loss(aux['masks'], targets)
+    kl = losses.kl_to_teacher(logits, t_logits)
+    token = losses.kept_token_mse(aux['tokens'][:, p:], t_aux['tokens'][:, p:], aux['final_mask'])
+    loss = (ce + dv.ratio_weight * ratio + dv.distill_weight * kl).mean() + dv.token_weight * token
+    return loss, {'ratio_loss': ratio.sum(), 'kl': kl.sum(), 'token_mse': token * ce.shape[0],
+                  'kept_fraction': aux['final_mask'].mean(1).sum()}
+
+  return _with_teacher(config, terms)
