@@ -34,7 +34,11 @@ def get_config(arg: str = ''):
     c.num_epochs = 1
     c.warmup_epochs = 0.25
     c.label_smoothing = 0.0
-    c.optimizer.update(lr=1e-3, min_lr=1e-6, weight_decay=0.05)
+    # Global-norm clipping at 1.0 stays on here, unlike the reference (and the ImageNet config):
+    # the predictors' last biases collect the attention-mask gradient of every token (norms in
+    # the thousands); unclipped, the kept fraction swung from 0.24 to 0.90 within 200 steps on
+    # this task, clipped it tracked its 0.343 target.
+    c.optimizer.update(lr=1e-3, min_lr=1e-6, weight_decay=0.05, grad_clip_norm=1.0)
     c.optimizer.lr_groups = [('^predictor_|^static_scores_', 1.0), ('^cls$|pos_embedding', 0.0),
                              ('.*', 0.01, 'warmup')]
     if 'static' in arg:

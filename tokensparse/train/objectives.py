@@ -83,7 +83,10 @@ def dynamic_vit_loss(config) -> Callable:
   def terms(batch, logits, aux, t_logits, t_aux, ce):
     ratio = losses.keep_ratio_loss(aux['masks'], targets)
     kl = losses.kl_to_teacher(logits, t_logits)
-    token = losses.kept_token_mse(aux['tokens'][:, p:], t_aux['tokens'][:, p:], aux['final_mask'])
+    # The reference detaches the final mask here: token distillation must not steer the keep
+    # decisions (only the attention masks and the ratio loss do).
+    final_mask = jax.lax.stop_gradient(aux['final_mask'])
+    token = losses.kept_token_mse(aux['tokens'][:, p:], t_aux['tokens'][:, p:], final_mask)
     loss = (ce + dv.ratio_weight * ratio + dv.distill_weight * kl).mean() + dv.token_weight * token
     return loss, {'ratio_loss': ratio.sum(), 'kl': kl.sum(), 'token_mse': token * ce.shape[0],
                   'kept_fraction': aux['final_mask'].mean(1).sum()}
