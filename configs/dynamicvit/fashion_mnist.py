@@ -9,7 +9,8 @@ full learning rate, backbone at 0.01x and frozen during warm-up, class token and
 embedding frozen; loss = CE + 2 ratio + 0.5 KL + 0.5 token MSE.
 
 Arguments: `static` (input-independent learned token selection) and `pool` (2x2 average pooling
-of the token grid) give the paper's ablation baselines at the same budget.
+of the token grid) give the paper's ablation baselines at the same budget and recipe;
+`pool,full_backbone` trains the pooled model's backbone at the full learning rate instead.
 """
 import importlib.util
 import os
@@ -46,5 +47,6 @@ def get_config(arg: str = ''):
     if 'pool' in arg:  # 2x2 pooling before block 3: 246 token-blocks vs DynamicViT's 251
       c.model.name = 'pooled_vit'
       c.model.pool_layer = 3
-      c.optimizer.lr_groups = [('^cls$|pos_embedding', 0.0), ('.*', 1.0)]
+      if 'full_backbone' in arg:  # the backbone at the full learning rate, from the first step
+        c.optimizer.lr_groups = [('^cls$|pos_embedding', 0.0), ('.*', 1.0)]
   return c.lock()
