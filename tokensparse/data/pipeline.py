@@ -229,10 +229,6 @@ class Data:
     rows = [self.preprocess.train(ex, rng) for ex in read_many(self.train_source, indices)]
     return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
-  @property
-  def steps_per_epoch(self) -> int:
-    return max(self.train_examples // self.process_batch, 1)
-
   def shard(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Normalise images and reshape [n, ...] -> [local_devices, n / local_devices, ...]."""
     batch = dict(batch)
