@@ -44,7 +44,7 @@ def base() -> ml_collections.ConfigDict:
       mlp_dim=config_dict.placeholder(object),   # int, or one int per block
       head_dim=config_dict.placeholder(object),  # default width // num_heads
       attn_scale=config_dict.placeholder(float),
-      distilled=False, dropout=0.0, attn_dropout=0.0, droppath=0.0, dtype='float32'))
+      distilled=False, classifier='token', num_frames=0, dropout=0.0, attn_dropout=0.0, droppath=0.0, dtype='float32'))
 
   c.data = ml_collections.ConfigDict(dict(
       name='fashion_mnist', data_dir='', source_dir='', train_split='train', eval_split='test',
@@ -85,8 +85,16 @@ def validate(config) -> None:
     if not 0.0 <= m.get(field, 0.0) < 1.0:
       _fail(f'model.{field}', m[field], 'must be in [0, 1)')
 
+  if m.get('classifier', 'token') not in ('token', 'gap'):
+    _fail('model.classifier', m.classifier, "expected 'token' or 'gap'")
+  if m.get('distilled') and m.get('classifier', 'token') != 'token':
+    _fail('model.distilled', m.distilled, "a distillation token needs model.classifier='token'")
+  if not isinstance(m.get('num_frames', 0), int) or m.get('num_frames', 0) < 0:
+    _fail('model.num_frames', m.num_frames, 'must be 0 (images) or the frames per clip')
   if m.get('name') == 'dynamic_vit':
     _validate_dynamic_vit(m, kw)
+  if m.get('name') == 'token_learner':
+    _validate_token_learner(m, kw)
   if m.get('name') == 'pooled_vit':
     grid = kw['image_size'] // kw['patch_size']
     if grid % 2:
@@ -128,3 +136,23 @@ def _validate_dynamic_vit(m, kw) -> None:
   if min(counts) < 1:
     _fail('model.keep_ratio', m.keep_ratio,
           f'keeps {counts} of {n} patch tokens; every stage must keep at least one')
+
+
+def _validate_token_learner(m, kw) -> None:
+  from tokensparse.models import learner_layer  # pylint: disable=g-import-not-at-top
+  tl = m.token_learner
+  if not 0.0 < tl.at < 1.0:
+    _fail('model.token_learner.at', tl.at, 'must be a fraction of the depth in (0, 1)')
+  layer = learner_layer(tl.at, kw['depth'])
+  if not 0 < layer < kw['depth']:
+    _fail('model.token_learner.at', tl.at,
+          f'puts the learner before block {layer}; needs 1..{kw["depth"] - 1} '
+          f'(model.depth={kw["depth"]})')
+  n = (kw['image_size'] // kw['patch_size']) ** 2
+  if not isinstance(tl.num_tokens, int) or not 0 < tl.num_tokens <= n:
+    _fail('model.token_learner.num_tokens', tl.num_tokens,
+          f'must be a positive integer no larger than the {n} patch positions per image')
+  if tl.get('version', 'v1.1') not in ('v1.0', 'v1.1'):
+    _fail('model.token_learner.version', tl.version, "expected 'v1.0' or 'v1.1'")
+  if tl.get('reduce', 'sum') not in ('sum', 'mean'):
+    _fail('model.token_learner.reduce', tl.reduce, "expected 'sum' or 'mean'")

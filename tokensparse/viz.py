@@ -6,6 +6,9 @@ For a DynamicViT work directory this writes
   kept_tokens.png  rows of eval images: the input, then the tokens left after each stage
                    (dropped patches blanked);
   keep_heatmap.png per stage, how often each patch position is kept over the eval images.
+For a TokenLearner work directory:
+  learner_maps.png rows of eval images (for clips: the frames of one clip), the input, then the
+                   spatial weights of each learned token over it (brighter = more weight).
 """
 from __future__ import annotations
 
@@ -85,8 +88,31 @@ def keep_heatmaps(freqs: list[np.ndarray], path: str, cell: int = 24,
   out.save(path)
 
 
-def dynamic_vit_figures(workdir: str, out: str, num_images: int = 8, num_eval: int = 2000):
-  import jax  # pylint: disable=g-import-not-at-top
+def overlay(image: np.ndarray, weights: np.ndarray, patch: int) -> np.ndarray:
+  """image uint8 [H, W, C]; weights [gh, gw] -> the image dimmed, tinted by the weights scaled
+  to their own maximum (upsampled patch by patch)."""
+  w = weights / max(float(weights.max()), 1e-12)
+  heat = colormap(np.kron(w, np.ones((patch, patch))))
+  grey = _to_rgb(image).astype(np.float32)
+  return (0.35 * grey + 0.65 * heat).astype(np.uint8)
+
+
+def learner_map_grid(images: np.ndarray, weights: np.ndarray, grid: tuple[int, int], patch: int,
+                     path: str, scale: int = 4) -> None:
+  """images uint8 [R, H, W, C]; weights [R, S, gh*gw] -> one row per image: input, S maps."""
+  sep_v = np.full((images.shape[1], 2, 3), 255, np.uint8)
+  rows = []
+  for r in range(images.shape[0]):
+    cols = [_to_rgb(images[r])] + [overlay(images[r], m.reshape(grid), patch) for m in weights[r]]
+    rows.append(np.concatenate(sum([[c, sep_v] for c in cols], [])[:-1], axis=1))
+  grid_img = np.concatenate([np.concatenate([r, np.full((2, r.shape[1], 3), 255, np.uint8)])
+                             for r in rows])
+  Image.fromarray(grid_img).resize((grid_img.shape[1] * scale, grid_img.shape[0] * scale),
+                                   Image.NEAREST).save(path)
+
+
+def restore(workdir: str, num_eval: int):
+  """(config, model, params, eval inputs uint8 [n, ...]) of a tokensparse work directory."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from tokensparse import models  # pylint: disable=g-import-not-at-top
   from tokensparse.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -104,6 +130,30 @@ def dynamic_vit_figures(workdir: str, out: str, num_images: int = 8, num_eval: i
   n = min(num_eval, len(source))
   raw = np.stack([prep.eval(ex, i)['image'] for i, ex in
                   enumerate(pipeline.read_many(source, list(range(n))))])
+  return config, model, params, raw
+
+
+def token_learner_figures(workdir: str, out: str, num_images: int = 8):
+  """learner_maps.png: see the module docstring."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from tokensparse.data import pipeline  # pylint: disable=g-import-not-at-top
+  config, model, params, raw = restore(workdir, num_images)
+  batch = pipeline.normalize(raw, config.data.mean, config.data.std)
+  weights = np.asarray(jax.jit(lambda p, x: model.apply({'params': p}, x)[1]['learner_weights'])(
+      params, batch))                                   # [n * frames, S, N]
+  if model.num_frames:  # the frames of the first clip, one per row
+    raw, weights = raw[0], weights[:model.num_frames]
+  os.makedirs(out, exist_ok=True)
+  path = os.path.join(out, 'learner_maps.png')
+  learner_map_grid(raw, weights, model.grid, model.patch_size, path)
+  return (path,)
+
+
+def dynamic_vit_figures(workdir: str, out: str, num_images: int = 8, num_eval: int = 2000):
+  import jax  # pylint: disable=g-import-not-at-top
+  from tokensparse.data import pipeline  # pylint: disable=g-import-not-at-top
+  config, model, params, raw = restore(workdir, num_eval)
+  n = len(raw)
   apply = jax.jit(lambda p, x: model.apply({'params': p}, x)[1]['kept_indices'])
   kept = [[] for _ in model.prune_layers]
   for i in range(0, n, 250):
@@ -127,7 +177,13 @@ def main():
   parser.add_argument('--out', default='figures')
   parser.add_argument('--num_images', type=int, default=8)
   args = parser.parse_args()
-  for path in dynamic_vit_figures(args.workdir, args.out, args.num_images):
+  from tokensparse.train import checkpoint  # pylint: disable=g-import-not-at-top
+  name = checkpoint.load_config(args.workdir)['model']['name']
+  figures = {'dynamic_vit': dynamic_vit_figures, 'token_learner': token_learner_figures}
+  if name not in figures:
+    raise SystemExit(f'{args.workdir}: no figures for model.name={name!r} '
+                     f'(have: {", ".join(figures)})')
+  for path in figures[name](args.workdir, args.out, args.num_images):
     print('wrote', path)
 
 

@@ -20,9 +20,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from tokensparse.data import fashion_mnist
+from tokensparse.data import fashion_mnist, moving_fashion_mnist
 
-LOCAL_BUILDERS = {'fashion_mnist': fashion_mnist.FashionMnist}
+LOCAL_BUILDERS = {'fashion_mnist': fashion_mnist.FashionMnist,
+                  'moving_fashion_mnist': moving_fashion_mnist.MovingFashionMnist}
 DEFAULT_DATA_DIR = os.path.join(os.path.expanduser('~'), 'tensorflow_datasets')
 
 
@@ -39,11 +40,17 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
   """The prepared TFDS builder for `data.name`; local builders are built on first use."""
   data_dir = data_config.get('data_dir') or DEFAULT_DATA_DIR
   name = data_config.name
-  if name in LOCAL_BUILDERS:
+  local, _, builder_config = name.partition('/')
+  if local in LOCAL_BUILDERS:
     kwargs = {}
     if data_config.get('source_dir'):
       kwargs['source_dir'] = data_config.source_dir
-    builder = LOCAL_BUILDERS[name](data_dir=data_dir, file_format='array_record', **kwargs)
+    if builder_config:
+      known = [c.name for c in LOCAL_BUILDERS[local].BUILDER_CONFIGS]
+      if builder_config not in known:
+        raise ValueError(f'data.name={name!r}: {local} has the configs {", ".join(known)}')
+      kwargs['config'] = builder_config
+    builder = LOCAL_BUILDERS[local](data_dir=data_dir, file_format='array_record', **kwargs)
     if not builder.is_prepared():
       builder.download_and_prepare()
     return builder
@@ -144,6 +151,8 @@ class Preprocess:
 
   def train(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
     image = np.asarray(example[self.image_key])
+    if image.ndim == 4:
+      return self.clip(image, example, flip=self.flip and rng.random() < 0.5)
     if self.canvas:
       image = place_on_canvas(image, self.canvas, rng)
     if self.augment == 'crop_flip':
@@ -158,10 +167,21 @@ class Preprocess:
 
   def eval(self, example: dict[str, Any], index: int = 0) -> dict[str, np.ndarray]:
     image = np.asarray(example[self.image_key])
+    if image.ndim == 4:
+      return self.clip(image, example, flip=False)
     if self.canvas:  # a fixed position per eval example
       image = place_on_canvas(image, self.canvas, np.random.default_rng(index))
     image = center_crop(image, self.size, self.eval_crop)
     return self.finish(image, example)
+
+  def clip(self, clip: np.ndarray, example, flip: bool) -> dict[str, np.ndarray]:
+    """Video clips [T, h, w, c]: every frame resized alike, the whole clip flipped or not;
+    crops and canvases are image-only (a crop per frame would fake motion)."""
+    if self.augment != 'none' or self.canvas:
+      raise ValueError(f'{self.image_key!r} holds video clips: set data.augment="none" and '
+                       f'data.canvas_size=0 (got {self.augment!r}, {self.canvas})')
+    clip = np.stack([resize(frame, self.size) for frame in clip])
+    return self.finish(clip[:, :, ::-1] if flip else clip, example)
 
   def finish(self, image, example):
     if self.to_rgb and image.shape[-1] == 1:

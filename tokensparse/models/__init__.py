@@ -10,12 +10,13 @@ from typing import Any
 import jax.numpy as jnp
 
 from tokensparse.models.dynamic_vit import DynamicViT, PooledViT
+from tokensparse.models.token_learner import TokenLearnerViT
 from tokensparse.models.vit import ViT, parse_variant
 
 BACKBONE_FIELDS = ('num_classes', 'image_size', 'patch_size', 'width', 'depth', 'num_heads',
                    'mlp_dim', 'head_dim', 'attn_scale', 'distilled', 'dropout', 'attn_dropout',
-                   'droppath')
-NAMES = ('vit', 'dynamic_vit', 'pooled_vit')
+                   'droppath', 'classifier', 'num_frames')
+NAMES = ('vit', 'dynamic_vit', 'pooled_vit', 'token_learner')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
 
@@ -41,8 +42,14 @@ def backbone_kwargs(model_config: Any) -> dict[str, Any]:
   return kwargs
 
 
+def learner_layer(at: float, depth: int) -> int:
+  """The block before which TokenLearner runs: `at` is a fraction of the depth (0.5 of 12
+  blocks -> 6, i.e. after 6 blocks)."""
+  return int(at * depth + 0.5)
+
+
 def build(model_config: Any):
-  """Flax module for `model_config.name` ('vit' or 'dynamic_vit')."""
+  """Flax module for `model_config.name` (one of NAMES)."""
   name = model_config.get('name', 'vit')
   if name == 'vit':
     return ViT(**backbone_kwargs(model_config))
@@ -53,4 +60,13 @@ def build(model_config: Any):
                       selector=model_config.get('selector', 'predictor'))
   if name == 'pooled_vit':
     return PooledViT(**backbone_kwargs(model_config), pool_layer=model_config.pool_layer)
+  if name == 'token_learner':
+    kw = backbone_kwargs(model_config)
+    tl = model_config.token_learner
+    return TokenLearnerViT(**kw, num_learned_tokens=tl.num_tokens,
+                           learner_layer=learner_layer(tl.at, kw['depth']),
+                           learner_version=tl.get('version', 'v1.1'),
+                           learner_reduce=tl.get('reduce', 'sum'),
+                           learner_bottleneck=tl.get('bottleneck', 64),
+                           fuser=tl.get('fuser', False))
   raise ValueError(f'model.name={name!r}: unknown model; available: {", ".join(NAMES)}')

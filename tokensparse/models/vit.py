@@ -3,6 +3,12 @@
     images [B, H, W, C] -> patch conv -> (+cls, +dist) -> +position embedding
       -> depth x pre-LN EncoderBlock -> encoder_norm -> head(cls) -> logits [B, classes]
 
+`classifier='gap'` drops the class token and classifies the mean token (Scenic/TokenLearner).
+`num_frames=T > 0` makes it a ViViT-style video classifier (spatio-temporal attention):
+clips [B, T, H, W, C] -> per-frame patch tokens + spatial position embedding (shared by the
+frames) + `temporal_embedding` [1, T, D] -> the same blocks over all T*N tokens at once;
+tokens are ordered frame by frame, so `x[:, p:].reshape(B, T, N, D)` recovers the frames.
+
 `ViT.__call__` returns `(logits, aux)`; aux holds `tokens` (final normed tokens [B, T, D]),
 `pre_logits` ([B, D]) and, with `capture_blocks=True`, `blocks` (each block's output).
 Method models call the pieces (`embed`, `blocks`, `Transformer.encoder_norm`, `classify`)
@@ -104,6 +110,8 @@ class ViT(nn.Module):
   head_dim: int | Sequence[int] | None = None
   attn_scale: float | None = None
   distilled: bool = False
+  classifier: str = 'token'   # 'token' (class token) or 'gap' (mean of the final tokens)
+  num_frames: int = 0         # 0: images [B, H, W, C]; T > 0: clips [B, T, H, W, C]
   dropout: float = 0.0
   attn_dropout: float = 0.0
   droppath: float = 0.0
@@ -119,14 +127,29 @@ class ViT(nn.Module):
 
   @property
   def num_prefix(self) -> int:
-    """Tokens before the patches: cls, plus the distillation token for distilled DeiT."""
-    return 2 if self.distilled else 1
+    """Tokens before the patches: cls (none with classifier='gap'), plus the distillation
+    token for distilled DeiT."""
+    return (self.classifier == 'token') + int(self.distilled)
+
+  @property
+  def frames(self) -> int:
+    """Time steps per input: 1 for images."""
+    return max(self.num_frames, 1)
 
   def setup(self):
+    if self.classifier not in ('token', 'gap'):
+      raise ValueError(f"model.classifier={self.classifier!r}: expected 'token' or 'gap'")
+    if self.distilled and self.classifier != 'token':
+      raise ValueError("model.distilled=True needs model.classifier='token'")
     p = self.patch_size
     self.embedding = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID',
                              dtype=self.dtype)
-    self.cls = self.param('cls', nn.initializers.truncated_normal(0.02), (1, 1, self.width))
+    if self.classifier == 'token':
+      self.cls = self.param('cls', nn.initializers.truncated_normal(0.02), (1, 1, self.width))
+    if self.num_frames:
+      # Zero-initialised, so an image checkpoint starts as the same model on every frame.
+      self.temporal_embedding = self.param('temporal_embedding', nn.initializers.zeros,
+                                           (1, self.num_frames, self.width))
     if self.distilled:
       self.dist = self.param('dist', nn.initializers.truncated_normal(0.02), (1, 1, self.width))
     self.Transformer = Encoder(
@@ -145,27 +168,42 @@ class ViT(nn.Module):
     return self.Transformer.blocks
 
   def check_images(self, images: jax.Array) -> None:
-    expected = (self.image_size, self.image_size)
-    if images.ndim != 4 or tuple(images.shape[1:3]) != expected:
-      raise ValueError(f'images have shape {tuple(images.shape)}; this model expects '
-                       f'[batch, {self.image_size}, {self.image_size}, channels] '
-                       f'(model.image_size={self.image_size})')
+    s = self.image_size
+    if self.num_frames:
+      ok = images.ndim == 5 and tuple(images.shape[1:4]) == (self.num_frames, s, s)
+      expected = f'[batch, {self.num_frames}, {s}, {s}, channels] (model.num_frames=' \
+                 f'{self.num_frames}, model.image_size={s})'
+    else:
+      ok = images.ndim == 4 and tuple(images.shape[1:3]) == (s, s)
+      expected = f'[batch, {s}, {s}, channels] (model.image_size={s})'
+    if not ok:
+      raise ValueError(f'{"clips" if self.num_frames else "images"} have shape '
+                       f'{tuple(images.shape)}; this model expects {expected}')
 
   def embed(self, images: jax.Array, deterministic: bool = True) -> jax.Array:
-    """images [B, H, W, C] -> tokens [B, num_prefix + N, D], position embedding added."""
+    """images [B, H, W, C] (clips [B, T, H, W, C]) -> tokens [B, num_prefix + T*N, D],
+    position embeddings added."""
     self.check_images(images)
-    x = self.embedding(images.astype(self.dtype))
-    b = x.shape[0]
+    b = images.shape[0]
+    x = self.embedding(images.reshape(-1, *images.shape[-3:]).astype(self.dtype))
+    x = x.reshape(b, self.frames, self.num_patches, self.width)
+    posemb = self.Transformer.posembed_input.pos_embedding.astype(x.dtype)
+    p = self.num_prefix
+    x = x + posemb[:, None, p:]
+    if self.num_frames:
+      x = x + self.temporal_embedding.astype(x.dtype)[:, :, None]
     x = x.reshape(b, -1, self.width)
-    prefix = [jnp.broadcast_to(self.cls, (b, 1, self.width)).astype(x.dtype)]
+    prefix = [jnp.broadcast_to(self.cls, (b, 1, self.width))] if self.classifier == 'token' else []
     if self.distilled:
-      prefix.append(jnp.broadcast_to(self.dist, (b, 1, self.width)).astype(x.dtype))
-    x = self.Transformer.posembed_input(jnp.concatenate(prefix + [x], axis=1))
+      prefix.append(jnp.broadcast_to(self.dist, (b, 1, self.width)))
+    if prefix:
+      x = jnp.concatenate([jnp.concatenate(prefix, axis=1).astype(x.dtype) + posemb[:, :p], x],
+                          axis=1)
     return self.embed_dropout(x, deterministic=deterministic)
 
   def classify(self, tokens: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Normed tokens [B, T, D] -> logits [B, classes] and the head's aux entries."""
-    pre_logits = tokens[:, 0]
+    pre_logits = tokens[:, 0] if self.classifier == 'token' else tokens.mean(axis=1)
     logits = self.head(pre_logits)
     aux = {'pre_logits': pre_logits}
     if self.distilled:

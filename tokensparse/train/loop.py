@@ -51,8 +51,8 @@ def format_eta(seconds: float) -> str:
 
 
 def init_params(model, config, rng, channels: int):
-  size = config.model.image_size
-  dummy = np.zeros((1, size, size, channels), np.float32)
+  size, frames = config.model.image_size, config.model.get('num_frames', 0)
+  dummy = np.zeros((1,) + ((frames,) if frames else ()) + (size, size, channels), np.float32)
   return jax.jit(lambda r: model.init(r, dummy)['params'])(rng)
 
 

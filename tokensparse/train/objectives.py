@@ -18,7 +18,7 @@ from tokensparse.train import steps
 
 def loss_fn(config) -> Callable:
   name = config.model.name
-  if name == 'vit':
+  if name in ('vit', 'token_learner'):
     return steps.classification_loss(config)
   if name == 'dynamic_vit':
     return dynamic_vit_loss(config)
