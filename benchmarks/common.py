@@ -99,3 +99,20 @@ def table(header: list[str], rows: list[list]) -> str:
   lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
   return '\n'.join(lines)
+
+
+def final_eval(workdir: str):
+  """(last eval record of metrics.jsonl, config) of a work directory, or None if it has none."""
+  import json  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from tokensparse.train import checkpoint  # pylint: disable=g-import-not-at-top
+  path = os.path.join(ROOT, workdir)
+  metrics = os.path.join(path, 'metrics.jsonl')
+  if not os.path.exists(metrics):
+    print(f'skipping {workdir}: no metrics.jsonl')
+    return None
+  evals = [json.loads(l) for l in open(metrics) if '"eval"' in l]
+  if not evals:
+    print(f'skipping {workdir}: not evaluated yet')
+    return None
+  return evals[-1], ml_collections.ConfigDict(checkpoint.load_config(path))

@@ -11,17 +11,9 @@ the paper's two ablation baselines at the same budget.
 Reads each work directory's final evaluation (all 10,000 test images) and writes the
 'dynamic_vit_fashion_mnist' section of BENCHMARKS.md.
 """
-import json
-import os
-import sys
+from common import device_description, final_eval, git_revision, table, write_section
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
-from common import ROOT, device_description, git_revision, table, write_section  # noqa: E402
-
-import ml_collections  # noqa: E402
-
-from tokensparse import flops, models  # noqa: E402
-from tokensparse.train import checkpoint  # noqa: E402
+from tokensparse import flops, models
 
 RUNS = [('dense teacher (ViT, 64+1 tokens)', 'runs/vit_fashion_mnist_canvas'),
         ('DynamicViT/0.7 (44, 31, 21 tokens)', 'runs/dynamicvit_fashion_mnist'),
@@ -30,30 +22,15 @@ RUNS = [('dense teacher (ViT, 64+1 tokens)', 'runs/vit_fashion_mnist_canvas'),
         ('2x2 pooling, backbone at full lr', 'runs/dynamicvit_pool_fullbackbone_fashion_mnist')]
 
 
-def macs(config) -> float:
-  model = models.build(config.model)
-  name = config.model.name
-  if name == 'dynamic_vit':
-    c = flops.dynamic_vit_macs(model, channels=1)
-    return c['total'] - (c['predictors'] if config.model.get('selector') == 'static' else 0)
-  if name == 'pooled_vit':
-    n, p = model.num_patches, model.num_prefix
-    tokens = [p + (n if i < model.pool_layer else n // 4) for i in range(model.depth)]
-    return flops.vit_macs(model, 1, tokens)['total']
-  return flops.vit_macs(model, 1)['total']
-
-
 def main():
   rows, dense_acc, dense_macs = [], None, None
   for label, workdir in RUNS:
-    path = os.path.join(ROOT, workdir)
-    if not os.path.exists(os.path.join(path, 'metrics.jsonl')):
-      print(f'skipping {label}: no {workdir}/metrics.jsonl')
+    found = final_eval(workdir)
+    if found is None:
       continue
-    final = [json.loads(l) for l in open(os.path.join(path, 'metrics.jsonl'))
-             if '"eval"' in l][-1]
-    config = ml_collections.ConfigDict(checkpoint.load_config(path))
-    m, acc = macs(config) / 1e6, 100 * final['accuracy']
+    final, config = found
+    m = flops.model_macs(models.build(config.model), channels=1)['total'] / 1e6
+    acc = 100 * final['accuracy']
     if dense_acc is None:
       dense_acc, dense_macs = acc, m
     rows.append([label, f'{acc:.2f} %', f'{acc - dense_acc:+.2f}', f'{m:.1f}',

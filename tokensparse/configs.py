@@ -95,6 +95,9 @@ def validate(config) -> None:
     _validate_dynamic_vit(m, kw)
   if m.get('name') == 'token_learner':
     _validate_token_learner(m, kw)
+  if m.get('name') == 'vtp' and not config.get('vtp', {}).get('l1_weight', -1) >= 0:
+    _fail('vtp.l1_weight', config.get('vtp', {}).get('l1_weight'),
+          'must be set and >= 0 (the paper: 1e-4)')
   if m.get('name') == 'pooled_vit':
     grid = kw['image_size'] // kw['patch_size']
     if grid % 2:

@@ -81,7 +81,8 @@ def dynamic_vit_macs(model, channels: int = 3) -> dict:
   for i in range(model.depth):
     if i in model.prune_layers:
       s = list(model.prune_layers).index(i)
-      pred += predictor_macs(kept, model.width)
+      if model.selector != 'static':  # static selection reads stored scores: no matmuls
+        pred += predictor_macs(kept, model.width)
       kept = model.counts[s]
     tokens_per_block.append(p + kept)
   counts = vit_macs(model, channels, tokens_per_block)
@@ -122,3 +123,21 @@ def token_learner_macs(model, channels: int = 3) -> dict:
                                                          model.learner_bottleneck)
   counts['total'] = sum(v for k, v in counts.items() if k != 'total')
   return counts
+
+
+def pooled_vit_macs(model, channels: int = 3) -> dict:
+  """PooledViT: a quarter of the patch tokens from `pool_layer` on."""
+  n, p = model.num_patches, model.num_prefix
+  return vit_macs(model, channels,
+                  [p + (n if i < model.pool_layer else n // 4) for i in range(model.depth)])
+
+
+def model_macs(model, channels: int = 3) -> dict:
+  """MACs by part (with 'total') of any tokensparse model, in its inference mode."""
+  from tokensparse.models.dynamic_vit import DynamicViT, PooledViT  # pylint: disable=g-import-not-at-top
+  from tokensparse.models.token_learner import TokenLearnerViT  # pylint: disable=g-import-not-at-top
+  for cls, fn in ((DynamicViT, dynamic_vit_macs), (PooledViT, pooled_vit_macs),
+                  (TokenLearnerViT, token_learner_macs)):
+    if isinstance(model, cls):
+      return fn(model, channels)
+  return vit_macs(model, channels)

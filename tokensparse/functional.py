@@ -144,3 +144,14 @@ def merge_frames(x: jax.Array, frames: int) -> jax.Array:
   """[B*T, N, D] -> [B, T*N, D], the inverse of `split_frames`."""
   bt, n, d = x.shape
   return x.reshape(bt // frames, frames * n, d)
+
+
+# ----------------------------------------------------------------------------- VTP
+def gate(x: jax.Array, scores: jax.Array) -> jax.Array:
+  """VTP's soft channel gate: x [..., C] (or [..., H, d]) times scores [C] ([H, d])."""
+  return x * scores.astype(x.dtype)
+
+
+def l1_penalty(scores, weight: float) -> jax.Array:
+  """weight * sum |s| over every leaf of a score tree; its gradient is weight * sign(s)."""
+  return weight * sum(jnp.abs(s).sum() for s in jax.tree.leaves(scores))

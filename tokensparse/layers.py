@@ -65,10 +65,13 @@ class Attention(nn.Module):
     return self.query(x), self.key(x), self.value(x)
 
   def __call__(self, x: jax.Array, deterministic: bool = True,
-               policy: jax.Array | None = None) -> jax.Array:
+               policy: jax.Array | None = None, gate: jax.Array | None = None) -> jax.Array:
     """x: [B, N, D] -> [B, N, D]. `policy` [B, N] (1 keep, 0 drop) hides dropped tokens as keys
-    with DynamicViT's masked softmax (`functional.softmax_with_policy`)."""
+    with DynamicViT's masked softmax (`functional.softmax_with_policy`). `gate` [H, d] scales
+    the inner channels of q, k and v alike (VTP's importance scores)."""
     q, k, v = self.qkv(x)
+    if gate is not None:
+      q, k, v = (F.gate(t, gate) for t in (q, k, v))
     if policy is None:
       w = F.attention_weights(q, k, self.softmax_scale)
     else:
@@ -94,9 +97,13 @@ class MlpBlock(nn.Module):
     """x: [B, N, D] -> [B, N, mlp_dim] (after GELU and dropout)."""
     return self.drop(gelu(self.Dense_0(x)), deterministic=deterministic)
 
-  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-    """x: [B, N, D] -> [B, N, D]."""
-    return self.drop(self.Dense_1(self.hidden(x, deterministic)), deterministic=deterministic)
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               gate: jax.Array | None = None) -> jax.Array:
+    """x: [B, N, D] -> [B, N, D]; `gate` [mlp_dim] scales the hidden channels after GELU."""
+    h = self.hidden(x, deterministic)
+    if gate is not None:
+      h = F.gate(h, gate)
+    return self.drop(self.Dense_1(h), deterministic=deterministic)
 
 
 class EncoderBlock(nn.Module):
@@ -143,7 +150,9 @@ class EncoderBlock(nn.Module):
     return x + F.drop_path(branch, self.droppath, rng)
 
   def __call__(self, x: jax.Array, deterministic: bool = True,
-               policy: jax.Array | None = None) -> jax.Array:
-    """x: [B, N, D] -> [B, N, D]; `policy` [B, N] masks attention keys (see Attention)."""
-    x = self.residual(x, self.attn(self.norm1(x), deterministic, policy), deterministic)
-    return self.residual(x, self.mlp(self.norm2(x), deterministic), deterministic)
+               policy: jax.Array | None = None, gates=None) -> jax.Array:
+    """x: [B, N, D] -> [B, N, D]; `policy` [B, N] masks attention keys (see Attention);
+    `gates` = (attention gate [H, d], MLP gate [mlp_dim]) for VTP."""
+    attn_gate, mlp_gate = gates if gates is not None else (None, None)
+    x = self.residual(x, self.attn(self.norm1(x), deterministic, policy, attn_gate), deterministic)
+    return self.residual(x, self.mlp(self.norm2(x), deterministic, mlp_gate), deterministic)

@@ -12,11 +12,12 @@ import jax.numpy as jnp
 from tokensparse.models.dynamic_vit import DynamicViT, PooledViT
 from tokensparse.models.token_learner import TokenLearnerViT
 from tokensparse.models.vit import ViT, parse_variant
+from tokensparse.models.vtp import VTPViT
 
 BACKBONE_FIELDS = ('num_classes', 'image_size', 'patch_size', 'width', 'depth', 'num_heads',
                    'mlp_dim', 'head_dim', 'attn_scale', 'distilled', 'dropout', 'attn_dropout',
                    'droppath', 'classifier', 'num_frames')
-NAMES = ('vit', 'dynamic_vit', 'pooled_vit', 'token_learner')
+NAMES = ('vit', 'dynamic_vit', 'pooled_vit', 'token_learner', 'vtp')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
 
@@ -60,6 +61,8 @@ def build(model_config: Any):
                       selector=model_config.get('selector', 'predictor'))
   if name == 'pooled_vit':
     return PooledViT(**backbone_kwargs(model_config), pool_layer=model_config.pool_layer)
+  if name == 'vtp':
+    return VTPViT(**backbone_kwargs(model_config))
   if name == 'token_learner':
     kw = backbone_kwargs(model_config)
     tl = model_config.token_learner

@@ -53,12 +53,23 @@ def format_eta(seconds: float) -> str:
 def init_params(model, config, rng, channels: int):
   size, frames = config.model.image_size, config.model.get('num_frames', 0)
   dummy = np.zeros((1,) + ((frames,) if frames else ()) + (size, size, channels), np.float32)
-  return jax.jit(lambda r: model.init(r, dummy)['params'])(rng)
+  variables = jax.jit(model.init)(rng, dummy)
+  collections = getattr(model, 'collections', ('params',))
+  if len(collections) > 1:  # e.g. VTP: {'params': ..., 'scores': ...}, all trained
+    return {c: variables[c] for c in collections}
+  return variables['params']
+
+
+def is_multi_collection(params) -> bool:
+  """True for trees that hold several variable collections ({'params', 'scores'} for VTP)."""
+  return isinstance(params, dict) and 'params' in params and 'Transformer' not in params
 
 
 def load_pretrained(params, config, model) -> Any:
   """Replace `params` entries with those of `config.init_from.path` (a tokensparse work
   directory or a timm/DeiT/vit_jax file); prefixes in `init_from.skip` keep their init."""
+  if is_multi_collection(params):  # only the 'params' collection comes from a checkpoint
+    return {**params, 'params': load_pretrained(params['params'], config, model)}
   path, skip = config.init_from.path, tuple(config.init_from.get('skip') or ())
   if os.path.isdir(path):
     mngr = checkpoint.manager(path)
@@ -67,6 +78,8 @@ def load_pretrained(params, config, model) -> Any:
     restored = mngr.restore(mngr.latest_step(),
                             args=checkpoint.ocp.args.Composite(state=checkpoint.ocp.args.StandardRestore()))
     loaded, info = restored['state']['params'], {'format': 'tokensparse', 'path': path}
+    if is_multi_collection(loaded):
+      loaded = loaded['params']
   else:
     loaded, info = convert.load_checkpoint(path, config, skip=skip)
   flat, new = traverse_util.flatten_dict(params), traverse_util.flatten_dict(loaded)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from tokensparse import functional as F
 from tokensparse import losses, models
 from tokensparse.models.vit import ViT
 from tokensparse.train import steps
@@ -24,6 +25,8 @@ def loss_fn(config) -> Callable:
     return dynamic_vit_loss(config)
   if name == 'pooled_vit':
     return distilled_classification_loss(config)
+  if name == 'vtp':
+    return vtp_loss(config)
   raise ValueError(f'model.name={name!r}: no training objective')
 
 
@@ -92,3 +95,23 @@ def dynamic_vit_loss(config) -> Callable:
                   'kept_fraction': aux['final_mask'].mean(1).sum()}
 
   return _with_teacher(config, terms)
+
+
+def vtp_loss(config) -> Callable:
+  """CE + l1_weight * sum |s| over the importance scores (VTP's sparsity training). `params` is
+  {'params': ..., 'scores': ...}; evaluation is plain classification with the scores applied."""
+  smoothing, weight = config.get('label_smoothing', 0.0), config.vtp.l1_weight
+
+  def fn(model, params, batch, rng, train, frozen=None):
+    del frozen
+    logits, _ = model.apply(params, batch['image'], train=train, rngs=steps.rngs(rng, train))
+    per_example = losses.cross_entropy(logits, batch['label'], smoothing if train else 0.0)
+    mask = batch.get('mask', jnp.ones_like(per_example))
+    metrics = steps.classification_metrics(logits, batch['label'], per_example, mask)
+    l1 = F.l1_penalty(params['scores'], weight)
+    metrics['l1'] = l1 * mask.sum()
+    metrics['mean_score'] = jnp.mean(jnp.concatenate(
+        [jnp.abs(s).ravel() for s in jax.tree.leaves(params['scores'])])) * mask.sum()
+    return (per_example * mask).sum() / jnp.maximum(mask.sum(), 1.0) + l1, metrics
+
+  return fn

@@ -1,0 +1,54 @@
+"""TokenLearner accuracy against the dense model trained with the same recipe: Fashion-MNIST
+items on a 56x56 canvas, and Moving Fashion-MNIST clips.
+
+    python train.py --config configs/vit/fashion_mnist_canvas.py --workdir runs/vit_fashion_mnist_canvas
+    python train.py --config configs/tokenlearner/fashion_mnist.py --workdir runs/tokenlearner_fashion_mnist
+    python train.py --config configs/tokenlearner/moving_fashion_mnist.py --workdir runs/video_dense
+    python train.py --config configs/tokenlearner/moving_fashion_mnist.py:tl --workdir runs/video_tokenlearner
+    python benchmarks/token_learner_accuracy.py
+
+Reads each work directory's final evaluation (every test image / clip) and writes the
+'token_learner_accuracy' section of BENCHMARKS.md.
+"""
+from common import device_description, final_eval, git_revision, table, write_section
+
+from tokensparse import flops, models
+
+GROUPS = [
+    ('Fashion-MNIST on a 56x56 canvas (64 patch tokens + cls)', [
+        ('dense ViT', 'runs/vit_fashion_mnist_canvas'),
+        ('TokenLearner, 8 tokens before block 3 of 6', 'runs/tokenlearner_fashion_mnist')]),
+    ('Moving Fashion-MNIST clips (8 frames x 36 patch tokens + cls)', [
+        ('dense video ViT', 'runs/video_dense'),
+        ('TokenLearner per frame, 8 tokens before block 3 of 6', 'runs/video_tokenlearner')]),
+]
+
+
+def main():
+  rows = []
+  for title, runs in GROUPS:
+    dense_acc = dense_macs = None
+    for label, workdir in runs:
+      found = final_eval(workdir)
+      if found is None:
+        continue
+      final, config = found
+      m = flops.model_macs(models.build(config.model), channels=1)['total'] / 1e6
+      acc = 100 * final['accuracy']
+      if dense_acc is None:
+        dense_acc, dense_macs = acc, m
+      rows.append([title, label, f'{acc:.2f} %', f'{acc - dense_acc:+.2f}', f'{m:.1f}',
+                   f'{m / dense_macs:.2f}', int(final['count'])])
+      print(rows[-1])
+  body = ('## TokenLearner accuracy\n\n'
+          f'Commands in `benchmarks/token_learner_accuracy.py` (its docstring), at '
+          f'{git_revision()} on {device_description()}. In each pair the two models share the '
+          'initialisation (the dense canvas model for the clips, the default run\'s model for '
+          'the canvas), the recipe and the number of steps; only the TokenLearner differs.\n\n' +
+          table(['data', 'model', 'test accuracy', 'vs dense', 'MMACs per input', 'of dense',
+                 'test inputs'], rows))
+  write_section('token_learner_accuracy', body)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,125 @@
+"""Prune a VTP sparsity-trained work directory into a physically smaller ViT work directory.
+
+    python -m tokensparse.prune --workdir runs/vtp_sparse_fashion_mnist --rate 0.4 \
+        --out runs/vtp_pruned40_fashion_mnist
+
+Writes into --out: a checkpoint (step 0) of the pruned model with its config (model.name='vit',
+per-layer head_dim / mlp_dim, attn_scale of the original heads) that `init_from.path` and the
+inference tools read like any work directory; `pruning.md`, the per-layer table; and
+`pruning.png`, the same as a bar chart. Nothing is written if --out already holds a checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+import ml_collections
+import numpy as np
+from PIL import Image, ImageDraw
+
+from tokensparse import flops, models
+from tokensparse.models import vtp
+from tokensparse.train import checkpoint
+
+
+def load_scored(workdir: str):
+  """(config, params, scores) of a VTP work directory's latest checkpoint."""
+  config = ml_collections.ConfigDict(checkpoint.load_config(workdir))
+  if config.model.name != 'vtp':
+    raise ValueError(f'{workdir}: model.name={config.model.name!r}; pruning needs a VTP '
+                     "sparsity-training work directory (model.name='vtp')")
+  mngr = checkpoint.manager(workdir)
+  state = mngr.restore(mngr.latest_step(), args=checkpoint.ocp.args.Composite(
+      state=checkpoint.ocp.args.StandardRestore()))['state']
+  return config, state['params']['params'], state['params']['scores']
+
+
+def pruned_config(config, fields: dict):
+  d = config.to_dict()
+  d['model'].update(name='vit', head_dim=list(fields['head_dim']),
+                    mlp_dim=list(fields['mlp_dim']), attn_scale=fields['attn_scale'])
+  d.pop('vtp', None)
+  return ml_collections.ConfigDict(d)
+
+
+def table_markdown(rows: list[dict]) -> str:
+  lines = ['| block | attention channels kept | physical (heads x head_dim) | MLP channels kept |',
+           '|---|---|---|---|']
+  for r in rows:
+    lines.append(f'| {r["block"]} | {r["attn_kept"]} / {r["attn_total"]} | '
+                 f'{r["attn_physical"]} | {r["mlp_kept"]} / {r["mlp_total"]} |')
+  return '\n'.join(lines)
+
+
+def bar_chart(rows: list[dict], path: str, title: str) -> None:
+  """Per block, the kept fraction of attention channels (blue; physical width as an outline)
+  and of MLP channels (orange)."""
+  bar, gap, height, top, left = 14, 10, 160, 28, 34
+  width = left + len(rows) * (2 * bar + gap) + 10
+  img = Image.new('RGB', (width, top + height + 34), 'white')
+  d = ImageDraw.Draw(img)
+  d.text((4, 4), title, fill='black')
+  for frac in (0.0, 0.5, 1.0):
+    y = top + height - int(frac * height)
+    d.line([(left - 4, y), (width - 6, y)], fill=(220, 220, 220))
+    d.text((2, y - 6), f'{frac:.1f}', fill='black')
+  for i, r in enumerate(rows):
+    x = left + i * (2 * bar + gap)
+    for j, (kept, total, colour) in enumerate(
+        ((r['attn_kept'], r['attn_total'], (59, 117, 175)),
+         (r['mlp_kept'], r['mlp_total'], (239, 133, 54)))):
+      h = int(height * kept / total)
+      d.rectangle([x + j * bar, top + height - h, x + (j + 1) * bar - 2, top + height],
+                  fill=colour)
+    phys = int(height * r['attn_physical'] / r['attn_total'])
+    d.rectangle([x, top + height - phys, x + bar - 2, top + height], outline='black')
+    d.text((x + 6, top + height + 4), str(r['block']), fill='black')
+  d.text((left, top + height + 18), 'block   blue: attention kept (outline: physical)   '
+         'orange: MLP kept', fill='black')
+  img.save(path)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--workdir', required=True, help='VTP sparsity-training work directory')
+  parser.add_argument('--rate', type=float, required=True, help='fraction of channels removed')
+  parser.add_argument('--out', required=True, help='work directory for the pruned model')
+  args = parser.parse_args(argv)
+  if not 0.0 <= args.rate < 1.0:
+    raise SystemExit(f'--rate={args.rate}: must be in [0, 1)')
+  if checkpoint.manager(args.out).latest_step() is not None:
+    raise SystemExit(f'--out={args.out} already holds a checkpoint; choose another directory')
+  config, params, scores = load_scored(args.workdir)
+  new_params, fields = vtp.prune(params, scores, args.rate, config.model.get('attn_scale'))
+  new_config = pruned_config(config, fields)
+  rows = vtp.report(scores, args.rate, fields)
+  before = models.build(config.model)
+  after = models.build(new_config.model)
+  channels = np.shape(params['embedding']['kernel'])[2]
+  m0, m1 = flops.vit_macs(before, channels)['total'], flops.vit_macs(after, channels)['total']
+  n0 = sum(int(np.size(x)) for x in _leaves(params))
+  n1 = sum(int(np.size(x)) for x in _leaves(new_params))
+  summary = (f'pruned {args.rate:.0%} of the channels of {args.workdir}: parameters '
+             f'{n0:,} -> {n1:,} ({n1 / n0:.3f}), MACs {m0 / 1e6:.2f} M -> {m1 / 1e6:.2f} M '
+             f'({m1 / m0:.3f})')
+  mngr = checkpoint.manager(args.out)
+  checkpoint.save(mngr, 0, {'step': np.zeros([], np.int32), 'params': new_params}, new_config)
+  mngr.close()
+  with open(os.path.join(args.out, 'pruning.md'), 'w') as f:
+    f.write(f'{summary}\n\n{table_markdown(rows)}\n')
+  with open(os.path.join(args.out, 'pruning.json'), 'w') as f:
+    json.dump({'rate': args.rate, 'params': [n0, n1], 'macs': [m0, m1], 'layers': rows}, f)
+  bar_chart(rows, os.path.join(args.out, 'pruning.png'), f'VTP, {args.rate:.0%} pruned')
+  print(summary)
+  print(table_markdown(rows))
+  print(f'wrote {args.out} (checkpoint, pruning.md, pruning.png)')
+
+
+def _leaves(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.leaves(tree)
+
+
+if __name__ == '__main__':
+  main()
