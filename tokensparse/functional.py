@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 
 def attention_logits(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
@@ -155,3 +156,78 @@ def gate(x: jax.Array, scores: jax.Array) -> jax.Array:
 def l1_penalty(scores, weight: float) -> jax.Array:
   """weight * sum |s| over every leaf of a score tree; its gradient is weight * sign(s)."""
   return weight * sum(jnp.abs(s).sum() for s in jax.tree.leaves(scores))
+
+
+# ----------------------------------------------------------------------------- Eventful
+def token_errors(current: jax.Array, reference: jax.Array) -> jax.Array:
+  """L2 norm per token of current - reference: [B, N, C] x2 -> [B, N] (float32)."""
+  e = (current - reference).astype(jnp.float32)
+  return jnp.sqrt(jnp.sum(e * e, axis=-1))
+
+
+def select_tokens(errors: jax.Array, capacity: int, budget: jax.Array | int | None = None,
+                  threshold: float | jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """The `capacity` tokens with the largest errors, and which of them count.
+
+  errors [B, N] -> indices [B, M] (largest first), valid [B, M] bool. A token is valid when it
+  is among the first `budget` (a traced value <= capacity: the budget can change per frame
+  without recompiling) and, with `threshold`, when its error exceeds it. Shapes are static.
+  """
+  top, indices = lax.top_k(errors, capacity)
+  valid = jnp.ones(indices.shape, bool)
+  if budget is not None:
+    valid &= jnp.arange(capacity) < jnp.asarray(budget)[..., None]
+  if threshold is not None:
+    valid &= top > threshold
+  return indices, valid
+
+
+def take_tokens(x: jax.Array, indices: jax.Array) -> jax.Array:
+  """x [B, N, ...], indices [B, M] -> [B, M, ...]."""
+  return jax.vmap(lambda a, i: a[i])(x, indices)
+
+
+def put_tokens(x: jax.Array, indices: jax.Array, values: jax.Array, valid: jax.Array) -> jax.Array:
+  """Scatter values [B, M, ...] into x [B, N, ...] at indices [B, M] where valid (the token
+  buffer, and the gate's reference update). Indices are distinct (from top_k)."""
+  old = take_tokens(x, indices)
+  keep = valid.reshape(valid.shape + (1,) * (values.ndim - 2))
+  return jax.vmap(lambda a, i, v: a.at[i].set(v))(x, indices, jnp.where(keep, values, old))
+
+
+def gate_tokens(reference: jax.Array, current: jax.Array, indices: jax.Array,
+                valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Eventful token gate: the selected current tokens [B, M, C] and the reference [B, N, C]
+  with those tokens (where valid) moved to their current value."""
+  selected = take_tokens(current, indices)
+  return selected, put_tokens(reference, indices, selected, valid)
+
+
+def sparse_qk_update(logits: jax.Array, q: jax.Array, k: jax.Array, indices: jax.Array,
+                     scale: float) -> jax.Array:
+  """Refresh the rows (queries) and columns (keys) of `indices` in logits [B, H, N, N] from the
+  current buffers q, k [B, N, H, d]: 2NMd MACs per head instead of N^2 d. Other entries are
+  kept; recomputing an index whose q and k did not change rewrites the same values."""
+  q_s, k_s = take_tokens(q, indices), take_tokens(k, indices)          # [B, M, H, d]
+  rows = jnp.einsum('bmhd,bnhd->bhmn', q_s, k) * scale
+  cols = jnp.einsum('bnhd,bmhd->bhnm', q, k_s) * scale
+  logits = jax.vmap(lambda l, i, r: l.at[:, i, :].set(r))(logits, indices, rows)
+  return jax.vmap(lambda l, i, c: l.at[:, :, i].set(c))(logits, indices, cols)
+
+
+def delta_av_update(av: jax.Array, attn_ref: jax.Array, attn: jax.Array, v_old_s: jax.Array,
+                    v_new_s: jax.Array, indices: jax.Array,
+                    valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Delta attention-value product. State: av = attn_ref @ v_buf ([B, N, H, d]) and
+  attn_ref [B, H, N, N]. This frame's attention attn refreshes the key columns S = indices
+  (where valid) of attn_ref, and v changed at S from v_old_s to v_new_s ([B, M, H, d]):
+      av += attn[:, S] @ (v_new - v_old)_S + (attn - attn_ref)[:, S] @ v_old_S
+  (about 2NMd MACs per head) -> (av, attn_ref), with av == attn_ref' @ v_buf' exactly."""
+  take_cols = jax.vmap(lambda a, i: a[:, :, i])                       # [B, H, N, M]
+  a_new, a_old = take_cols(attn, indices), take_cols(attn_ref, indices)
+  w = valid[:, None, None, :].astype(attn.dtype)
+  a_new = a_new * w + a_old * (1 - w)
+  av = av + jnp.einsum('bhnm,bmhd->bnhd', a_new, v_new_s - v_old_s) \
+      + jnp.einsum('bhnm,bmhd->bnhd', a_new - a_old, v_old_s)
+  attn_ref = jax.vmap(lambda a, i, c: a.at[:, :, i].set(c))(attn_ref, indices, a_new)
+  return av, attn_ref

@@ -6,6 +6,11 @@ For a DynamicViT work directory this writes
   kept_tokens.png  rows of eval images: the input, then the tokens left after each stage
                    (dropped patches blanked);
   keep_heatmap.png per stage, how often each patch position is kept over the eval images.
+With --eventful R, for any work directory of a per-frame image model:
+  eventful_updates.png  a Moving Fashion-MNIST test clip run through an Eventful Transformer
+                   (R tokens per gate, or --threshold H): the frames, the tokens recomputed
+                   per frame (brightness = share of blocks whose qkv gate recomputed the
+                   token), and the counted operations per frame against the dense model.
 For a TokenLearner work directory:
   learner_maps.png rows of eval images (for clips: the frames of one clip), the input, then the
                    spatial weights of each learned token over it (brighter = more weight).
@@ -111,6 +116,74 @@ def learner_map_grid(images: np.ndarray, weights: np.ndarray, grid: tuple[int, i
                                    Image.NEAREST).save(path)
 
 
+def bar_panel(values: list[float], reference: float, width: int, height: int,
+              label: str) -> Image.Image:
+  """Bars (one per value) on a white panel with a dashed line at `reference` (the dense cost)."""
+  img = Image.new('RGB', (width, height + 14), 'white')
+  d = ImageDraw.Draw(img)
+  top = max(max(values), reference) * 1.05
+  slot = width / len(values)
+  for i, v in enumerate(values):
+    h = int(height * v / top)
+    d.rectangle([int(i * slot) + 3, height - h, int((i + 1) * slot) - 3, height],
+                fill=(59, 117, 175))
+  y = height - int(height * reference / top)
+  for x in range(0, width, 8):
+    d.line([(x, y), (x + 4, y)], fill=(200, 40, 40))
+  d.text((2, height + 2), label, fill='black')
+  return img
+
+
+def eventful_strip(frames: np.ndarray, updated: np.ndarray, grid: tuple[int, int], patch: int,
+                   num_prefix: int, macs: list[float], dense_macs: float, path: str,
+                   scale: int = 3) -> None:
+  """frames uint8 [T, H, W, C]; updated [T, depth, N] bool (qkv gates) -> PNG: frames, update
+  maps, operations per frame."""
+  t, h, w = frames.shape[:3]
+  share = updated[:, :, num_prefix:].mean(axis=1)                  # [T, patches]
+  top = np.concatenate(sum([[_to_rgb(f), np.full((h, 2, 3), 255, np.uint8)] for f in frames],
+                           [])[:-1], axis=1)
+  maps = [overlay(f, s.reshape(grid) + 1e-6, patch) for f, s in zip(frames, share)]
+  mid = np.concatenate(sum([[m, np.full((h, 2, 3), 255, np.uint8)] for m in maps], [])[:-1],
+                       axis=1)
+  grid_img = np.concatenate([top, np.full((2, top.shape[1], 3), 255, np.uint8), mid])
+  img = Image.fromarray(grid_img).resize((grid_img.shape[1] * scale, grid_img.shape[0] * scale),
+                                         Image.NEAREST)
+  bars = bar_panel(macs, dense_macs, img.width, 70,
+                   'MMACs per frame (red dashes: dense); frame 0 is dense')
+  out = Image.new('RGB', (img.width, img.height + bars.height + 4), 'white')
+  out.paste(img, (0, 0))
+  out.paste(bars, (0, img.height + 4))
+  out.save(path)
+
+
+def eventful_figures(workdir: str, out: str, capacity: int, threshold: float | None = None,
+                     variant: str = 'full', clip_index: int = 0):
+  """eventful_updates.png: see the module docstring."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from tokensparse import flops, models  # pylint: disable=g-import-not-at-top
+  from tokensparse.data import moving_fashion_mnist, pipeline  # pylint: disable=g-import-not-at-top
+  from tokensparse.models.eventful import EventfulViT, run_clip  # pylint: disable=g-import-not-at-top
+  config, _, params, _ = restore(workdir, 1)
+  kw = models.backbone_kwargs(config.model)
+  model = EventfulViT(**kw, capacity=capacity, variant=variant, threshold=threshold)
+  clips, _ = moving_fashion_mnist.load_clips(kw['image_size'], clip_index + 1,
+                                             data_dir=config.data.data_dir)
+  clip = clips[clip_index]
+  x = pipeline.normalize(clip, config.data.mean, config.data.std)[None]
+  _, updated = jax.jit(lambda c: run_clip(model, {'params': params}, c))(x)
+  updated = np.asarray(updated[0])                               # [T, depth, N]
+  dense = flops.vit_macs(models.build(config.model), clip.shape[-1])['total'] / 1e6
+  # Operations per frame from the tokens each frame's qkv gates recomputed (the other gates
+  # select as many under top-r; under a threshold this is an estimate).
+  macs = [dense] + [flops.eventful_macs(model, int(round(u.sum(-1).mean())),
+                                        clip.shape[-1])['total'] / 1e6 for u in updated[1:]]
+  os.makedirs(out, exist_ok=True)
+  path = os.path.join(out, 'eventful_updates.png')
+  eventful_strip(clip, updated, model.grid, model.patch_size, model.num_prefix, macs, dense, path)
+  return (path,)
+
+
 def restore(workdir: str, num_eval: int):
   """(config, model, params, eval inputs uint8 [n, ...]) of a tokensparse work directory."""
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -176,7 +249,17 @@ def main():
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--out', default='figures')
   parser.add_argument('--num_images', type=int, default=8)
+  parser.add_argument('--eventful', type=int, default=0,
+                      help='run a test clip through an Eventful Transformer with this many '
+                      'tokens per gate (any per-frame image model)')
+  parser.add_argument('--threshold', type=float, default=None)
+  parser.add_argument('--variant', default='full')
   args = parser.parse_args()
+  if args.eventful:
+    for path in eventful_figures(args.workdir, args.out, args.eventful, args.threshold,
+                                 args.variant):
+      print('wrote', path)
+    return
   from tokensparse.train import checkpoint  # pylint: disable=g-import-not-at-top
   name = checkpoint.load_config(args.workdir)['model']['name']
   figures = {'dynamic_vit': dynamic_vit_figures, 'token_learner': token_learner_figures}

@@ -105,3 +105,24 @@ class MovingFashionMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True
       rng = np.random.default_rng([split_id, i])
       clip, positions = render_clip(images[j], c.frames, c.canvas, rng, c.max_speed)
       yield i, {'video': clip, 'label': int(labels[j]), 'positions': positions}
+
+
+def load_clips(size: int, limit: int, split: str = 'test', data_dir: str = '',
+               config: str = 'default') -> tuple[np.ndarray, np.ndarray]:
+  """(clips uint8 [n, T, size, size, 1], labels [n]) of the first `limit` clips of `split`,
+  each frame centred on a black size x size canvas (for per-frame models trained on larger
+  canvases; the item keeps its 28x28 size). Builds the dataset on first use."""
+  from tokensparse.data import pipeline  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  name = 'moving_fashion_mnist' + ('' if config == 'default' else f'/{config}')
+  source = pipeline.open_split(pipeline.get_builder(ml_collections.ConfigDict(dict(
+      name=name, data_dir=data_dir, source_dir=''))), split)
+  rows = pipeline.read_many(source, list(range(min(limit, len(source)))))
+  clips = np.stack([r['video'] for r in rows])
+  h = clips.shape[2]
+  if size < h:
+    raise ValueError(f'clips are {h}x{h}; a model of image_size {size} cannot take them')
+  pad = (size - h) // 2
+  out = np.zeros(clips.shape[:2] + (size, size, clips.shape[-1]), np.uint8)
+  out[:, :, pad:pad + h, pad:pad + h] = clips
+  return out, np.array([r['label'] for r in rows])

@@ -1,0 +1,160 @@
+"""Eventful Transformer: exactness at r = N, the delta-AV oracle, policies, static state, scan."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tokensparse import flops
+from tokensparse import functional as F
+from tokensparse.models.eventful import VARIANTS, EventfulViT, run_clip
+from tokensparse.models.vit import ViT
+
+KW = dict(num_classes=5, image_size=16, patch_size=4, width=32, depth=2, num_heads=4, mlp_dim=64)
+N = 17  # 16 patches + cls
+
+
+@pytest.fixture(scope='module')
+def setup():
+  clips = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 16, 16, 3))
+  # A static background with a moving bright square, as in real clips.
+  clips = clips.at[:, :, :, :].set(clips[:, :1])
+  for t in range(5):
+    clips = clips.at[:, t, 2 + 2 * t:6 + 2 * t, 3:7].add(3.0)
+  dense = ViT(**KW)
+  variables = dense.init(jax.random.PRNGKey(1), clips[:, 0])
+  per_frame = jax.vmap(lambda f: dense.apply(variables, f)[0], in_axes=1, out_axes=1)(clips)
+  return clips, variables, per_frame
+
+
+@pytest.mark.parametrize('variant', VARIANTS)
+def test_every_token_recomputed_equals_dense(setup, variant):
+  clips, variables, want = setup
+  logits, updated = run_clip(EventfulViT(**KW, capacity=N, variant=variant), variables, clips)
+  np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+  assert updated.shape == (2, 5, 2, N)
+
+
+def test_threshold_zero_equals_dense(setup):
+  clips, variables, want = setup
+  model = EventfulViT(**KW, capacity=N, variant='full', threshold=0.0)
+  logits, updated = run_clip(model, variables, clips)
+  np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+  # Background tokens did not change, so a threshold of 0 skips them.
+  assert int(updated[:, 1:].sum()) < updated[:, 1:].size
+
+
+def test_delta_av_matches_its_oracle(setup):
+  """After several sparse frames the attention-value state equals A_ref @ V_buf."""
+  clips, variables, _ = setup
+  model = EventfulViT(**KW, capacity=5, variant='full')
+  state, _ = model.apply(variables, clips[:, 0], method=EventfulViT.init_state)
+  for t in range(1, 5):
+    state, _ = model.apply(variables, state, clips[:, t], method=EventfulViT.step)
+    for st in state.blocks:
+      np.testing.assert_allclose(st.av, jnp.einsum('bhnm,bmhd->bnhd', st.attn_ref, st.v),
+                                 rtol=1e-5, atol=1e-5)
+      # Logits are exactly those of the buffers (sparse QK keeps them consistent).
+      np.testing.assert_allclose(st.logits, F.attention_logits(st.q, st.k, 8 ** -0.5),
+                                 rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_qk_changes_nothing_but_the_cost(setup):
+  clips, variables, _ = setup
+  a, _ = run_clip(EventfulViT(**KW, capacity=4, variant='tokenwise'), variables, clips)
+  b, _ = run_clip(EventfulViT(**KW, capacity=4, variant='sparse_qk'), variables, clips)
+  c, _ = run_clip(EventfulViT(**KW, capacity=4, variant='full'), variables, clips)
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  assert float(jnp.abs(a - c).max()) < 0.5  # delta AV: a further, small approximation
+
+
+def test_scan_equals_a_python_loop_over_frames(setup):
+  clips, variables, _ = setup
+  model = EventfulViT(**KW, capacity=6, variant='full')
+  scanned, _ = jax.jit(lambda c: run_clip(model, variables, c))(clips)
+  state, first = model.apply(variables, clips[:, 0], method=EventfulViT.init_state)
+  outs = [first]
+  for t in range(1, 5):
+    state, logits = model.apply(variables, state, clips[:, t], method=EventfulViT.step)
+    outs.append(logits)
+  np.testing.assert_allclose(scanned, jnp.stack(outs, axis=1), rtol=1e-5, atol=1e-5)
+
+
+def test_a_batch_of_clips_equals_clips_one_by_one(setup):
+  clips, variables, _ = setup
+  model = EventfulViT(**KW, capacity=6, variant='full', threshold=0.5)
+  together, _ = run_clip(model, variables, clips)
+  for i in range(2):
+    alone, _ = run_clip(model, variables, clips[i:i + 1])
+    np.testing.assert_allclose(together[i:i + 1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_runtime_budget_equals_a_smaller_capacity_without_recompiling(setup):
+  clips, variables, _ = setup
+  traces = []
+  model = EventfulViT(**KW, capacity=8, variant='full')
+
+  @jax.jit
+  def step(state, frame, budget):
+    traces.append(1)
+    return model.apply(variables, state, frame, budget, method=EventfulViT.step)
+
+  state, _ = model.apply(variables, clips[:, 0], method=EventfulViT.init_state)
+  small = EventfulViT(**KW, capacity=3, variant='full')
+  s_state, _ = small.apply(variables, clips[:, 0], method=EventfulViT.init_state)
+  for t, budget in zip(range(1, 5), (3, 3, 8, 3)):
+    state, logits = step(state, clips[:, t], jnp.int32(budget))
+    if budget == 3:
+      s_state, want = small.apply(variables, s_state, clips[:, t], method=EventfulViT.step)
+      np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+    else:  # keep the reference model in step with what the budget-8 frame did
+      s_state = state
+    assert int(state.updated[:, 0].sum(-1).max()) == budget
+  assert len(traces) == 1  # one compile for every budget and frame
+  # The state's shapes never change from frame to frame.
+  shapes = jax.tree.map(jnp.shape, state)
+  state2, _ = step(state, clips[:, 1], jnp.int32(2))
+  assert jax.tree.map(jnp.shape, state2) == shapes
+
+
+def test_gate_moves_only_selected_references():
+  ref = jnp.zeros((1, 4, 2))
+  cur = jnp.array([[[1.0, 0], [0, 3], [0, 0.5], [2, 0]]])
+  idx, valid = F.select_tokens(F.token_errors(cur, ref), 3, budget=2)
+  np.testing.assert_array_equal(idx, [[1, 3, 0]])
+  np.testing.assert_array_equal(valid, [[True, True, False]])
+  selected, new_ref = F.gate_tokens(ref, cur, idx, valid)
+  np.testing.assert_array_equal(selected, cur[:, [1, 3, 0]])
+  np.testing.assert_array_equal(new_ref, [[[0, 0], [0, 3], [0, 0], [2, 0]]])
+
+
+def test_bad_capacity_is_named():
+  model = EventfulViT(**KW, capacity=40)
+  with pytest.raises(ValueError, match=r'eventful capacity=40: must be in \[1, N=17\]'):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
+
+
+def test_operation_counter():
+  dense = flops.vit_macs(ViT(**KW))['total']
+  full_n = flops.eventful_macs(EventfulViT(**KW, capacity=N, variant='tokenwise'))
+  gates = 2 * (N * 32 * 3)
+  assert full_n['total'] == dense + gates
+  quarter = flops.eventful_macs(EventfulViT(**KW, capacity=4, variant='full'))
+  assert quarter['qk'] == quarter['av'] == 2 * (2 * N * 4 * 32)
+  assert quarter['total'] < 0.4 * dense
+
+
+def test_a_timm_checkpoint_runs_eventful_and_matches_numpy(tiny_model_config):
+  """Off-the-shelf weights: a timm state dict through the converter, every frame of a clip at
+  r = N equals an independent numpy forward pass of that frame."""
+  from tokensparse import convert, models
+  from tests import numpy_vit
+  rng = np.random.default_rng(0)
+  sd = numpy_vit.random_timm_state_dict(rng, width=32, depth=2, num_heads=4, mlp_dim=64,
+                                        patch=4, channels=3, grid=4, num_classes=5)
+  params, _ = convert.from_timm(sd, tiny_model_config)
+  clip = rng.standard_normal((1, 3, 16, 16, 3)).astype(np.float32)
+  model = EventfulViT(**models.backbone_kwargs(tiny_model_config), variant='full')
+  logits, _ = run_clip(model, {'params': params}, jnp.asarray(clip))
+  for t in range(3):
+    want = numpy_vit.forward(sd, clip[:, t].astype(np.float64), num_heads=4, depth=2)
+    np.testing.assert_allclose(logits[:, t], want, rtol=1e-4, atol=1e-5)
