@@ -1,0 +1,124 @@
+"""Jitted inference from a trained model: `load(workdir)` -> a `Predictor`.
+
+    from tokensparse import inference
+    predictor = inference.load('runs/vit_fashion_mnist')
+    logits = predictor.predict(images)        # uint8 [B, H, W, C] as stored (or float pixels)
+    labels = predictor.classify(images)
+
+`predict` normalises pixels with the config's mean/std and runs the model in inference mode
+(DynamicViT: top-k gather; TokenLearner; pruned VTP; any backbone), compiled once per batch
+size. Inputs of the wrong size or channel count are refused with the shape the model needs.
+`predictor.clip_runner(capacity, variant)` runs clips [B, T, H, W, C] through an Eventful
+Transformer built on the same weights (per-frame logits).
+A timm / DeiT / vit_jax file needs the model config: `load(path, config=config)`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from tokensparse import convert, models
+from tokensparse.data import pipeline
+from tokensparse.train import checkpoint
+
+
+class Predictor:
+  """A model, its variables and its config, with jitted entry points (see module docstring)."""
+
+  def __init__(self, config, variables: dict[str, Any]):
+    self.config = config
+    self.model = models.build(config.model)
+    self.variables = variables
+    self.mean = np.asarray(config.data.mean, np.float32)
+    self.std = np.asarray(config.data.std, np.float32)
+    self.channels = int(np.shape(variables['params']['embedding']['kernel'])[2])
+    self._apply = jax.jit(lambda v, x: self.model.apply(v, x)[0])
+
+  @property
+  def input_shape(self) -> tuple[int, ...]:
+    """The shape of one input (no batch axis)."""
+    s, t = self.model.image_size, self.model.num_frames
+    return ((t,) if t else ()) + (s, s, self.channels)
+
+  def check(self, images) -> None:
+    shape = tuple(np.shape(images))
+    if len(shape) != len(self.input_shape) + 1 or shape[1:] != self.input_shape:
+      raise ValueError(f'inputs have shape {shape}; this model takes [batch, '
+                       f'{", ".join(map(str, self.input_shape))}] (image_size '
+                       f'{self.model.image_size}, {self.channels} channel(s)'
+                       + (f', {self.model.num_frames} frames' if self.model.num_frames else '')
+                       + ')')
+
+  def normalize(self, images) -> jax.Array:
+    """Pixels (uint8, or floats in [0, 255]) -> the normalised float32 model input."""
+    x = jnp.asarray(images, jnp.float32) / 255.0
+    return (x - self.mean) / self.std
+
+  def predict(self, images) -> jax.Array:
+    """Logits [B, classes] for pixel inputs of `input_shape`."""
+    self.check(images)
+    return self._apply(self.variables, self.normalize(images))
+
+  def classify(self, images) -> np.ndarray:
+    return np.asarray(jnp.argmax(self.predict(images), axis=-1))
+
+  def clip_runner(self, capacity: int = 0, variant: str = 'full',
+                  threshold: float | None = None) -> Callable:
+    """A jitted fn: pixel clips [B, T, H, W, C] -> per-frame logits [B, T, classes], run by an
+    Eventful Transformer on this predictor's (per-frame image model's) weights."""
+    from tokensparse.models.eventful import EventfulViT, run_clip  # pylint: disable=g-import-not-at-top
+    if self.config.model.get('name', 'vit') != 'vit' or self.model.num_frames:
+      raise ValueError(f'Eventful runs a per-frame image ViT; this model is '
+                       f'{self.config.model.name!r} with num_frames={self.model.num_frames}')
+    eventful = EventfulViT(**models.backbone_kwargs(self.config.model), capacity=capacity,
+                           variant=variant, threshold=threshold)
+    run = jax.jit(lambda v, c: run_clip(eventful, v, c)[0])
+
+    def fn(clips):
+      shape = tuple(np.shape(clips))
+      if len(shape) != 5 or shape[2:] != self.input_shape:
+        raise ValueError(f'clips have shape {shape}; expected [batch, frames, '
+                         f'{", ".join(map(str, self.input_shape))}]')
+      return run(self.variables, self.normalize(clips))
+    return fn
+
+
+def restore_variables(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+  """(config, variables) from the latest checkpoint of a tokensparse work directory."""
+  mngr = checkpoint.manager(workdir)
+  if mngr.latest_step() is None:
+    raise FileNotFoundError(f'{workdir}: no checkpoint (expected {workdir}/checkpoints/<step>)')
+  config = ml_collections.ConfigDict(checkpoint.load_config(workdir))
+  state = mngr.restore(mngr.latest_step(), args=checkpoint.ocp.args.Composite(
+      state=checkpoint.ocp.args.StandardRestore()))['state']
+  params = state['params']
+  variables = params if 'params' in params and 'Transformer' not in params else {'params': params}
+  return config, variables
+
+
+def load(path: str, config=None) -> Predictor:
+  """A Predictor from a tokensparse work directory, or from a timm/DeiT/vit_jax checkpoint file
+  with its model/data `config` (an ml_collections ConfigDict as in configs/)."""
+  if os.path.isdir(path):
+    config_, variables = restore_variables(path)
+    return Predictor(config or config_, variables)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path}: no such work directory or checkpoint file')
+  if config is None:
+    raise ValueError(f'{path} is a checkpoint file: pass config= (model and data fields) to '
+                     'say which architecture it holds')
+  params, info = convert.load_checkpoint(path, config)
+  if 'mean' in info and config.data.get('mean') is None:
+    config.data.mean, config.data.std = info['mean'], info['std']
+  return Predictor(config, {'params': params})
+
+
+def data_for(config) -> pipeline.Data:
+  """The eval pipeline of a trained model's config on this host."""
+  return pipeline.Data(config, local_devices=jax.local_device_count(),
+                       process_index=jax.process_index(), process_count=jax.process_count())
