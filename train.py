@@ -6,6 +6,7 @@
 Rerunning the same command resumes from the latest checkpoint in --workdir. On a CPU-only
 machine the cores are used as data-parallel host devices (see tokensparse/cpu.py).
 """
+import os
 import sys
 
 from tokensparse import cpu  # noqa: E402  (imports no JAX)
@@ -16,13 +17,23 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
+
+
+def _env_int(name):
+  return int(os.environ[name]) if os.environ.get(name) else None
+
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/...).',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Work directory: checkpoints, config and metrics.')
-flags.DEFINE_string('coordinator_address', None,
-                    'host:port of process 0 for multi-host training (jax.distributed).')
-flags.DEFINE_integer('num_processes', None, 'Number of processes (multi-host).')
-flags.DEFINE_integer('process_id', None, 'Index of this process (multi-host).')
+flags.DEFINE_string('coordinator_address', os.environ.get('JAX_COORDINATOR_ADDRESS'),
+                    'host:port of process 0 for multi-host training (jax.distributed); '
+                    'default $JAX_COORDINATOR_ADDRESS.')
+flags.DEFINE_integer('num_processes', _env_int('JAX_NUM_PROCESSES'),
+                     'Number of processes (multi-host); default $JAX_NUM_PROCESSES.')
+flags.DEFINE_integer('process_id', _env_int('JAX_PROCESS_ID'),
+                     'Index of this process (multi-host); default $JAX_PROCESS_ID.')
+flags.DEFINE_bool('distributed', False, 'Initialise jax.distributed from the cluster '
+                  'environment (TPU pods, SLURM, ...) without the three flags above.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -31,7 +42,9 @@ def main(argv):
   if not any(a.startswith(('--verbosity', '-v')) for a in sys.argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO
   import jax  # pylint: disable=g-import-not-at-top
-  if FLAGS.coordinator_address or FLAGS.num_processes:
+  if FLAGS.coordinator_address or FLAGS.num_processes or FLAGS.distributed:
+    # Cross-process collectives of CPU devices go through gloo (accelerators use their own).
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   from tokensparse.train import loop  # pylint: disable=g-import-not-at-top

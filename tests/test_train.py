@@ -133,11 +133,16 @@ def test_train_data_is_deterministic_and_per_host(tmp_path):
   a, b = Data(config, local_devices=8), Data(config, local_devices=8)
   np.testing.assert_array_equal(a.train_batch(3)['image'], b.train_batch(3)['image'])
   assert not np.array_equal(a.train_batch(3)['image'], a.train_batch(4)['image'])
-  # Two processes read disjoint halves of the train split.
+  # Two processes read the two halves of the same global batch, augmented alike.
   p0 = Data(config, local_devices=4, process_index=0, process_count=2)
   p1 = Data(config, local_devices=4, process_index=1, process_count=2)
-  assert p0.train_examples + p1.train_examples == 96
   assert p0.train_batch(0)['image'].shape == (4, 2, 28, 28, 1)
+  for step in (0, 7):
+    for key in ('image', 'label'):
+      halves = [p.train_batch(step)[key].reshape(8, *a.train_batch(step)[key].shape[2:])
+                for p in (p0, p1)]
+      np.testing.assert_array_equal(np.concatenate(halves),
+                                    a.train_batch(step)[key].reshape(16, *halves[0].shape[1:]))
 
 
 def test_nan_loss_stops_and_names_the_step(tmp_path):

@@ -56,8 +56,8 @@ def bar_chart(rows: list[dict], path: str, title: str) -> None:
   """Per block, the kept fraction of attention channels (blue; physical width as an outline)
   and of MLP channels (orange)."""
   bar, gap, height, top, left = 14, 10, 160, 28, 34
-  width = left + len(rows) * (2 * bar + gap) + 10
-  img = Image.new('RGB', (width, top + height + 34), 'white')
+  width = max(left + len(rows) * (2 * bar + gap) + 10, 300)
+  img = Image.new('RGB', (width, top + height + 48), 'white')
   d = ImageDraw.Draw(img)
   d.text((4, 4), title, fill='black')
   for frac in (0.0, 0.5, 1.0):
@@ -74,10 +74,12 @@ def bar_chart(rows: list[dict], path: str, title: str) -> None:
                   fill=colour)
     phys = int(height * r['attn_physical'] / r['attn_total'])
     d.rectangle([x, top + height - phys, x + bar - 2, top + height], outline='black')
-    d.text((x + 6, top + height + 4), str(r['block']), fill='black')
-  d.text((left, top + height + 18), 'block   blue: attention kept (outline: physical)   '
-         'orange: MLP kept', fill='black')
-  img.save(path)
+    d.text((x + 10, top + height + 4), str(r['block']), fill='black')
+  d.text((4, top + height + 4), 'block', fill='black')
+  d.text((4, top + height + 18), 'blue: attention channels kept (outline: physical width)',
+         fill=(59, 117, 175))
+  d.text((4, top + height + 32), 'orange: MLP channels kept', fill=(239, 133, 54))
+  img.resize((img.width * 2, img.height * 2), Image.NEAREST).save(path)
 
 
 def main(argv=None):

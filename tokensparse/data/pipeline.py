@@ -1,8 +1,9 @@
 """Input pipeline: TFDS array_record data sources read with grain, no TensorFlow.
 
-Train: per-process shard -> global shuffle (reshuffled each epoch) -> augment -> batch, as an
-indexable grain `MapDataset`, so batch `i` is a pure function of (seed, i): resuming at step s
-reads exactly the batches an uninterrupted run would have read.
+Train: global shuffle (reshuffled each epoch) -> global batches -> each process reads and
+augments its slice, as an indexable grain `MapDataset`, so batch `i` is a pure function of
+(seed, i) whatever the process count: resuming at step s reads exactly the batches an
+uninterrupted run would have read, on any number of hosts.
 Eval: per-process shard read in order, the last batch padded; `mask` marks real examples so
 each example counts exactly once.
 Batches are dicts of numpy arrays shaped [local_devices, per_device_batch, ...].
@@ -233,20 +234,26 @@ class Data:
       raise ValueError(f'eval_batch_size={config.eval_batch_size} is not divisible by the '
                        f'{local_devices * process_count} devices')
 
-    # grain orders and batches example indices; a batch is then one bulk read of the source.
+    # grain orders and batches example indices of the whole split into global batches; each
+    # process reads its slice of every global batch in one bulk read. Batch i is the same set
+    # of examples, augmented alike, for any number of processes (a per-example seed), so a run
+    # on 2 hosts x 2 devices sees exactly what 1 host x 4 devices sees.
     self.train_source = open_split(self.builder, data_config.train_split)
-    self.train_examples = len(range(process_index, len(self.train_source), process_count))
+    self.train_examples = len(self.train_source)
     self.train = (grain.MapDataset.range(self.train_examples)
                   .shuffle(seed=config.seed)
                   .repeat(None)
-                  .batch(self.process_batch, drop_remainder=True)
+                  .batch(config.batch_size, drop_remainder=True)
                   .random_map(self._read_train_batch, seed=config.seed + 1))
     self.eval_source = open_split(self.builder, data_config.eval_split)
 
-  def _read_train_batch(self, positions: np.ndarray, rng: np.random.Generator):
-    """Shard positions [n] -> augmented examples stacked into {'image', 'label'}."""
-    indices = [int(self.process_index + self.process_count * p) for p in positions]
-    rows = [self.preprocess.train(ex, rng) for ex in read_many(self.train_source, indices)]
+  def _read_train_batch(self, indices: np.ndarray, rng: np.random.Generator):
+    """Global batch of example indices -> this process's slice, augmented, stacked."""
+    seeds = rng.integers(0, 2 ** 63 - 1, size=len(indices))   # one per example of the batch
+    lo = self.process_index * self.process_batch
+    mine = slice(lo, lo + self.process_batch)
+    rows = [self.preprocess.train(ex, np.random.default_rng(seed)) for ex, seed in
+            zip(read_many(self.train_source, [int(i) for i in indices[mine]]), seeds[mine])]
     return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
   def shard(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -12,6 +12,8 @@ import functools
 import json
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -42,6 +44,35 @@ class MetricWriter:
     if self.enabled:
       with open(self.path, 'a') as f:
         f.write(json.dumps({'step': step, 'split': split, **metrics}) + '\n')
+
+
+class Preemption:
+  """SIGTERM (what schedulers send before taking a machine) asks the loop to stop: it saves a
+  checkpoint at the end of the current step and returns. With several processes they agree on
+  the stop step through jax's preemption sync point, so no process is left in a collective."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def stop_at(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
 
 
 def format_eta(seconds: float) -> str:
@@ -165,6 +196,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ckpt_every = config.get('checkpoint_every_steps') or 0
 
   batches = data.train_iter(start)
+  with Preemption() as preemption:
+    return _train(config, workdir, state=rstate, start=start, total_steps=total_steps,
+                  batches=batches, p_train=p_train, p_eval=p_eval, data=data, mngr=mngr,
+                  writer=writer, preemption=preemption)
+
+
+def _train(config, workdir, *, state, start, total_steps, batches, p_train, p_eval, data, mngr,
+           writer, preemption) -> dict:
+  """The step loop of `train_and_evaluate` (state replicated over the local devices)."""
+  rstate = state
+  log_every, eval_every = config.log_every_steps, config.get('eval_every_steps') or 0
+  ckpt_every = config.get('checkpoint_every_steps') or 0
   # Throughput counts training only: time spent evaluating and saving is subtracted.
   sums, t_last, seen, paused, t_start, result = None, time.time(), 0, 0.0, time.time(), {}
   for step in range(start + 1, total_steps + 1):
@@ -196,10 +239,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
       log(f'eval at step {step}: accuracy {100 * result["accuracy"]:.2f}% loss '
           f'{result["loss"]:.4f} ({int(result["count"])} examples)')
       paused += time.time() - t_pause
-    if (ckpt_every and step % ckpt_every == 0) or step == total_steps:
+    stop = preemption.stop_at(step)
+    if (ckpt_every and step % ckpt_every == 0) or step == total_steps or stop:
       t_pause = time.time()
       checkpoint.save(mngr, step, steps.unreplicate(rstate), config)
       paused += time.time() - t_pause
+    if stop and step < total_steps:
+      mngr.close()
+      log(f'preempted (SIGTERM): saved the checkpoint of step {step} in {workdir}; run the same '
+          'command again to resume')
+      return {'preempted': True, 'step': step}
   if start >= total_steps:
     log(f'nothing to do: the checkpoint in {workdir} is already at step {start}')
     result = evaluate(p_eval, rstate, data)
