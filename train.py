@@ -7,6 +7,7 @@ Rerunning the same command resumes from the latest checkpoint in --workdir. On a
 machine the cores are used as data-parallel host devices (see tokensparse/cpu.py).
 """
 import os
+import re
 import sys
 
 from tokensparse import cpu  # noqa: E402  (imports no JAX)
@@ -55,5 +56,19 @@ def main(argv):
     sys.exit(1)
 
 
+def _unknown_field(error: Exception) -> str:
+  """config_flags reports an override of a field the config lacks as a bare AttributeError
+  from deep inside ml_collections; turn it into one line that names the flag."""
+  bad = [a.split('=')[0] for a in sys.argv if a.startswith('--config.')]
+  hint = re.search(r'Did you mean "[^"]+" instead of "[^"]+"\?', str(error))
+  return (f'error: {", ".join(bad)}: no such field in the config'
+          + (f'. {hint.group(0)}' if hint else f' ({error})'))
+
+
 if __name__ == '__main__':
-  app.run(main)
+  try:
+    app.run(main)
+  except (AttributeError, KeyError) as e:  # raised while parsing --config.* overrides
+    if not any(a.startswith('--config.') for a in sys.argv):
+      raise
+    sys.exit(_unknown_field(e))

@@ -153,3 +153,29 @@ def test_in_process_sigterm_then_resume_equals_uninterrupted(tmp_path, monkeypat
   loop.train_and_evaluate(config, str(tmp_path / 'resumed'))
   assert_trees_close(final_params(str(tmp_path / 'resumed')),
                      final_params(str(tmp_path / 'straight')), atol=1e-6)
+
+
+def test_cli_config_mistakes_name_the_flag_and_write_nothing(tmp_path):
+  cfg = write_config(tmp_path)
+  workdir = str(tmp_path / 'never')
+  for flag, message in (('--config.model.widht=64',
+                         'error: --config.model.widht: no such field in the config. Did you '
+                         'mean "width" instead of "widht"?'),
+                        ('--config.batch_size=abc', "flag --config.batch_size=abc: invalid "
+                                                    "literal for int() with base 10: 'abc'"),
+                        ('--config.model.patch_size=5',
+                         'error: model.image_size=28: not divisible by model.patch_size=5')):
+    r = subprocess.run(train_cmd(cfg, workdir, flag), env=env(2), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode != 0 and message in r.stderr, r.stderr[-2000:]
+    assert not os.path.exists(workdir)
+
+
+def test_resuming_with_another_architecture_is_refused(tmp_path):
+  loop.train_and_evaluate(fake_data.tiny_config(tmp_path), str(tmp_path / 'w'))
+  before = sorted(os.listdir(tmp_path / 'w' / 'checkpoints'))
+  with pytest.raises(ValueError, match=r'the checkpoint at step 4 in .* is of another '
+                                       r'architecture than this config \(111 arrays differ\)'):
+    loop.train_and_evaluate(fake_data.tiny_config(tmp_path, **{'model.width': 64}),
+                            str(tmp_path / 'w'))
+  assert sorted(os.listdir(tmp_path / 'w' / 'checkpoints')) == before

@@ -42,6 +42,19 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None):
   step = mngr.latest_step() if step is None else step
   restored = mngr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(abstract(target))))
+  # orbax restores onto the target's structure without checking shapes: check them here, so a
+  # work directory of another architecture is refused instead of failing later (or silently).
+  problems = []
+  for (path, want), got in zip(jax.tree_util.tree_flatten_with_path(target)[0],
+                               jax.tree.leaves(restored['state'])):
+    if np.shape(want) != np.shape(got):
+      problems.append(f'{jax.tree_util.keystr(path)}: checkpoint {np.shape(got)}, '
+                      f'this config {np.shape(want)}')
+  if problems:
+    raise ValueError(
+        f'the checkpoint at step {step} in {mngr.directory} is of another architecture than '
+        f'this config ({len(problems)} arrays differ):\n  - ' + '\n  - '.join(problems[:10]) +
+        '\nUse a new --workdir, or start from it with init_from.path.')
   return restored['state'], step
 
 

@@ -150,7 +150,6 @@ def evaluate(p_eval, rstate, data: Data) -> dict:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Train `config` in `workdir`, resuming from its latest checkpoint; returns final eval."""
   config_lib.validate(config)
-  os.makedirs(workdir, exist_ok=True)
   local_devices = jax.local_device_count()
   log(f'{jax.device_count()} devices ({jax.devices()[0].platform}), {local_devices} local, '
       f'process {jax.process_index()} of {jax.process_count()}')
@@ -176,6 +175,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state = steps.TrainState.create(params, tx, jax.random.fold_in(rng, 1),
                                   frozen=objectives.frozen_variables(config, params))
 
+  os.makedirs(workdir, exist_ok=True)  # only now: a bad config or dataset writes nothing
   mngr = checkpoint.manager(workdir, config.get('keep_checkpoints', 3))
   if mngr.latest_step() is not None:
     state, step = checkpoint.restore(mngr, state)
@@ -221,9 +221,11 @@ def _train(config, workdir, *, state, start, total_steps, batches, p_train, p_ev
     if step % log_every == 0 or step == total_steps:
       train = steps.summarize(jax.tree.map(lambda x: np.asarray(x)[0], jax.device_get(sums)))
       if not np.isfinite(train['loss']):
+        last = mngr.latest_step()
         raise FloatingPointError(
-            f'training loss is {train["loss"]} at step {step}; stopped without saving. The last '
-            f'good checkpoint is step {mngr.latest_step()} in {workdir}')
+            f'training loss is {train["loss"]} at step {step}; stopped without saving. ' +
+            (f'The last good checkpoint is step {last} in {workdir}' if last is not None else
+             f'No checkpoint had been saved yet in {workdir}'))
       now = time.time()
       ips = seen / max(now - t_last - paused, 1e-9) if seen else float('nan')  # nan: step 1 only
       eta = (total_steps - step) * config.batch_size / ips if seen else 0.0

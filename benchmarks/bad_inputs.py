@@ -1,0 +1,145 @@
+"""Bad inputs users send, the message each gets, and a check that nothing was written or lost.
+
+    python benchmarks/bad_inputs.py
+
+Runs every case for real (train.py in a subprocess for command-line mistakes, the library
+in-process for the rest) on tiny fake Fashion-MNIST files, and writes the 'bad_inputs' section
+of BENCHMARKS.md: the input, the exception, the first line of its message, and whether the
+work directory was left as it was (no new files, the existing checkpoint still restores).
+"""
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from common import ROOT, table, write_section
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+sys.path.insert(0, ROOT)
+from tests import fake_data  # noqa: E402
+from tokensparse import configs, inference  # noqa: E402
+from tokensparse import prune as prune_cli  # noqa: E402
+from tokensparse.models.eventful import EventfulViT  # noqa: E402
+from tokensparse.train import checkpoint, loop  # noqa: E402
+
+
+def snapshot(workdir):
+  """(path, size, mtime) of everything under workdir."""
+  return sorted((str(p.relative_to(workdir)), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in pathlib.Path(workdir).rglob('*')) if os.path.exists(workdir) else []
+
+
+def main():
+  tmp = pathlib.Path(tempfile.mkdtemp())
+  base = fake_data.tiny_config(tmp)
+  good = str(tmp / 'good')
+  loop.train_and_evaluate(base, good)               # a real work directory to protect
+  cfg_file = tmp / 'cfg.py'
+  cfg_file.write_text(f'import pathlib, sys\nsys.path.insert(0, {ROOT!r})\n'
+                      'from tests import fake_data\n'
+                      f'def get_config():\n  return fake_data.tiny_config(pathlib.Path({str(tmp)!r}))\n')
+
+  def cli(*flags):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', str(cfg_file),
+                        '--workdir', good, *flags], capture_output=True, text=True,
+                       env=dict(os.environ, PYTHONPATH=ROOT))
+    lines = [l for l in r.stderr.splitlines() if 'error' in l.lower()]
+    raise SystemExit(f'exit {r.returncode}: ' + (lines[-1] if lines else r.stderr[-200:]))
+
+  def with_config(**overrides):
+    def run():
+      loop.train_and_evaluate(fake_data.tiny_config(tmp, **overrides), good)
+    return run
+
+  def dynamic(keep):
+    c = fake_data.tiny_config(tmp)
+    with c.unlocked():
+      c.model.update(name='dynamic_vit', keep_ratio=keep, prune_layers=(1,))
+    return lambda: configs.validate(c)
+
+  def token_learner():
+    c = fake_data.tiny_config(tmp)
+    with c.unlocked():
+      c.model.name = 'token_learner'
+      c.model.token_learner = ml_collections.ConfigDict(dict(num_tokens=100, at=0.5))
+    return configs.validate(c)
+
+  def eventful():
+    import jax  # pylint: disable=g-import-not-at-top
+    EventfulViT(num_classes=10, image_size=28, patch_size=7, width=32, depth=2, num_heads=4,
+                mlp_dim=64, capacity=40).init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
+
+  def corrupt():
+    bad = tmp / 'corrupt'
+    shutil.copytree(base.data.source_dir, bad, dirs_exist_ok=True)
+    path = bad / 'train-images-idx3-ubyte.gz'
+    import gzip  # pylint: disable=g-import-not-at-top
+    data = gzip.open(path).read()
+    with gzip.open(path, 'wb') as f:
+      f.write(data[:len(data) // 2])
+    with_config(**{'data.source_dir': str(bad), 'data.data_dir': str(tmp / 'tfds_corrupt')})()
+
+  predictor = inference.load(good)
+  cases = [
+      ('unknown config field `--config.model.widht=64`', lambda: cli('--config.model.widht=64')),
+      ('ill-typed field `--config.batch_size=abc`', lambda: cli('--config.batch_size=abc')),
+      ('patch size that does not divide the image', with_config(**{'model.patch_size': 5})),
+      ('DynamicViT keep ratio 1.5', dynamic(1.5)),
+      ('TokenLearner with 100 tokens from 16 positions', token_learner),
+      ('Eventful r = 40 > N = 17', eventful),
+      ('VTP pruning rate 1.0', lambda: prune_cli.main(['--workdir', good, '--rate', '1.0',
+                                                       '--out', str(tmp / 'p')])),
+      ('inference on 32x32 images (model: 28x28)',
+       lambda: predictor.predict(np.zeros((2, 32, 32, 1), np.uint8))),
+      ('inference on RGB images (model: 1 channel)',
+       lambda: predictor.predict(np.zeros((2, 28, 28, 3), np.uint8))),
+      ('resume a work directory with another architecture (width 64)',
+       with_config(**{'model.width': 64})),
+      ('init_from a checkpoint of another architecture',
+       lambda: loop.train_and_evaluate(fake_data.tiny_config(
+           tmp, **{'model.width': 64, 'init_from.path': good}), str(tmp / 'new'))),
+      ('missing dataset files (source_dir empty)',
+       with_config(**{'data.source_dir': str(tmp / 'empty'), 'data.data_dir': str(tmp / 'x')})),
+      ('corrupt dataset file (truncated IDX)', corrupt),
+      ('TFDS dataset that was never prepared', with_config(**{'data.name': 'cifar10'})),
+      ('NaN loss (std 1e-38)', lambda: loop.train_and_evaluate(
+          fake_data.tiny_config(tmp, **{'data.std': (1e-38,)}), str(tmp / 'nan'))),
+  ]
+  os.makedirs(tmp / 'empty', exist_ok=True)
+  rows = []
+  for label, fn in cases:
+    before = snapshot(good)
+    try:
+      fn()
+      error, message = 'none', '(accepted: this is a bug)'
+    except SystemExit as e:
+      error, message = 'SystemExit', str(e)
+    except Exception as e:  # pylint: disable=broad-except
+      error, message = type(e).__name__, str(e)
+    intact = snapshot(good) == before
+    try:
+      checkpoint.restore(checkpoint.manager(good), checkpoint.manager(good).restore(
+          checkpoint.manager(good).latest_step(), args=checkpoint.ocp.args.Composite(
+              state=checkpoint.ocp.args.StandardRestore()))['state'])
+    except Exception:  # pylint: disable=broad-except
+      intact = False
+    first = message.strip().splitlines()[0] if message.strip() else ''
+    rows.append([label, f'`{error}`', first.replace('|', '\\|').replace(str(tmp), '<tmp>'),
+                 'yes' if intact else 'NO'])
+    print(rows[-1], flush=True)
+  body = ('## Bad inputs and their messages\n\n'
+          '`python benchmarks/bad_inputs.py`: each case run for real against a trained work '
+          'directory; "left as it was" = no file added, changed or removed there, and its '
+          'checkpoint still restores.\n\n' +
+          table(['input', 'error', 'message (first line)', 'work directory left as it was'],
+                rows))
+  write_section('bad_inputs', body)
+
+
+if __name__ == '__main__':
+  main()
