@@ -46,6 +46,7 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--variant', default='B/16')
   parser.add_argument('--frames', type=int, default=16)
+  parser.add_argument('--only', default='', help='variant,r pairs to run, e.g. full:49')
   args = parser.parse_args()
   kw = dict(num_classes=1000, image_size=224, **parse_variant(args.variant))
   clip = make_clip(args.frames)
@@ -62,9 +63,11 @@ def main():
                      ('full', n // 2), ('full', n // 8)):
     model = EventfulViT(**kw, capacity=r, variant=variant)
     init = jax.jit(lambda f, m=model: m.apply(variables, f, method=EventfulViT.init_state))
-    step = jax.jit(lambda s, f, m=model: m.apply(variables, s, f, method=EventfulViT.step))
+    # The state is donated: XLA updates its buffers in place instead of copying them.
+    step = jax.jit(lambda s, f, m=model: m.apply(variables, s, f, method=EventfulViT.step),
+                   donate_argnums=(0,))
     state, _ = init(clip[0])
-    jax.block_until_ready(step(state, clip[1]))       # compile
+    state, _ = step(state, clip[1])                   # compile
     holder = {'state': state}
 
     def run(t, holder=holder, step=step):

@@ -6,7 +6,8 @@ the 40 %-pruned DeiT-S against the unpruned model in the same run.
 No ImageNet sparsity training happens here, so the scores are i.i.d. uniform: the global
 threshold then cuts attention and MLP channels in about equal shares in every block (the
 paper's learned scores cut unevenly, hence its 48.0 M at 40 %). "physical" is the model
-`prune` builds (a layer's heads padded to its widest head, see tokensparse/models/vtp.py);
+`prune` builds (a layer's heads padded to its widest head, see tokensparse/models/vtp.py, and
+every width rounded up to a multiple of --align, default 16, for the matmul kernels);
 "kept" counts only the kept channels. Speed: fp32, batch 32, 224 px, jitted and mapped over
 all local devices, the better of two interleaved measurements.
 """
@@ -44,6 +45,8 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--batch', type=int, default=32)
   parser.add_argument('--iters', type=int, default=5)
+  parser.add_argument('--align', type=int, default=16, help='prune(..., align=): physical widths '
+                      'rounded up to a multiple (zero channels)')
   args = parser.parse_args()
   x = jnp.zeros((1, 224, 224, 3))
   rows, speed_rows = [], []
@@ -56,7 +59,7 @@ def main():
     rows.append([f'DeiT-{variant}', '0 %', f'{dense_params / 1e6:.1f} M', f'{dense_macs / 1e9:.2f}',
                  '', ''])
     for rate in (0.2, 0.4):
-      params, fields = prune(variables['params'], scores, rate)
+      params, fields = prune(variables['params'], scores, rate, align=args.align)
       small = ViT(**{**kw, 'head_dim': tuple(fields['head_dim']),
                      'mlp_dim': tuple(fields['mlp_dim']), 'attn_scale': fields['attn_scale']})
       macs = flops.vit_macs(small)['total']
@@ -76,7 +79,8 @@ def main():
                            f'{s_ratio:.2f}x', f'{s_ratio / f_ratio:.2f}'])
         print(speed_rows[-1], flush=True)
   body = ('## VTP: parameters, FLOPs and speed of pruned DeiT\n\n'
-          f'`python benchmarks/vtp.py` at {git_revision()} on {device_description()}. '
+          f'`python benchmarks/vtp.py --align {args.align}` at {git_revision()} on '
+          f'{device_description()}. '
           'Uniform random scores (no ImageNet sparsity training here): see the script '
           'docstring. Paper, DeiT-B at 40 %: 86.4 M -> 48.0 M parameters, 17.6 -> 10.0 '
           'GFLOPs (its learned scores prune unevenly).\n\n' +

@@ -14,7 +14,9 @@ Reads each work directory's final evaluation (all 10,000 test images) and writes
 """
 import jax
 import numpy as np
-from common import device_description, final_eval, git_revision, table, write_section
+import os
+
+from common import ROOT, device_description, final_eval, git_revision, table, write_section
 
 from tokensparse import flops, models
 
@@ -51,6 +53,10 @@ def main():
           'their layer). Paper (DeiT-B, ImageNet): -0.5 points at 20 %, -1.1 at 40 %.\n\n' +
           table(['model', 'test accuracy', 'vs default', 'params', 'of dense', 'MMACs',
                  'of dense'], rows))
+  for rate in (20, 40):  # the per-layer reports `tokensparse.prune` wrote
+    report = os.path.join(ROOT, f'runs/vtp_pruned{rate}_fashion_mnist', 'pruning.md')
+    if os.path.exists(report):
+      body += f'\n\nPer block at {rate} % (`pruning.md`): ' + open(report).read().strip()
   write_section('vtp_fashion_mnist', body)
 
 

@@ -52,11 +52,13 @@ def test_rate_zero_reproduces_the_scored_model():
   np.testing.assert_allclose(_pruned_logits(new, fields, x), want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('rate', [0.2, 0.4, 0.7])
-def test_pruned_equals_masked(rate):
+@pytest.mark.parametrize('rate,align', [(0.2, 1), (0.4, 1), (0.7, 1), (0.4, 4), (0.7, 16)])
+def test_pruned_equals_masked(rate, align):
   model, x, params, scores = _setup(seed=3)
   want = model.apply({'params': params, 'scores': masked_scores(scores, rate)}, x)[0]
-  new, fields = prune(params, scores, rate)
+  new, fields = prune(params, scores, rate, align=align)
+  assert all(w % align == 0 or w == 8 for w in fields['head_dim'])
+  assert all(w % align == 0 or w == 64 for w in fields['mlp_dim'])
   assert fields['attn_scale'] == pytest.approx(8 ** -0.5)  # the original head dimension
   np.testing.assert_allclose(_pruned_logits(new, fields, x), want, rtol=1e-5, atol=1e-5)
   # Physically smaller: the counter sees fewer MACs.

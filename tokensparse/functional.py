@@ -187,16 +187,18 @@ def take_tokens(x: jax.Array, indices: jax.Array) -> jax.Array:
   return jax.vmap(lambda a, i: a[i])(x, indices)
 
 
-def put_tokens(x: jax.Array, indices: jax.Array, values: jax.Array, valid: jax.Array) -> jax.Array:
-  """Scatter values [B, M, ...] into x [B, N, ...] at indices [B, M] where valid (the token
-  buffer, and the gate's reference update). Indices are distinct (from top_k)."""
-  old = take_tokens(x, indices)
-  keep = valid.reshape(valid.shape + (1,) * (values.ndim - 2))
-  return jax.vmap(lambda a, i, v: a.at[i].set(v))(x, indices, jnp.where(keep, values, old))
+def put_tokens(x: jax.Array, indices: jax.Array, values: jax.Array,
+               valid: jax.Array | None = None) -> jax.Array:
+  """Scatter values [B, M, ...] into x [B, N, ...] at indices [B, M] where valid (None: all;
+  the token buffer, and the gate's reference update). Indices are distinct (from top_k)."""
+  if valid is not None:
+    keep = valid.reshape(valid.shape + (1,) * (values.ndim - 2))
+    values = jnp.where(keep, values, take_tokens(x, indices))
+  return jax.vmap(lambda a, i, v: a.at[i].set(v, unique_indices=True))(x, indices, values)
 
 
 def gate_tokens(reference: jax.Array, current: jax.Array, indices: jax.Array,
-                valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+                valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Eventful token gate: the selected current tokens [B, M, C] and the reference [B, N, C]
   with those tokens (where valid) moved to their current value."""
   selected = take_tokens(current, indices)
@@ -211,13 +213,15 @@ def sparse_qk_update(logits: jax.Array, q: jax.Array, k: jax.Array, indices: jax
   q_s, k_s = take_tokens(q, indices), take_tokens(k, indices)          # [B, M, H, d]
   rows = jnp.einsum('bmhd,bnhd->bhmn', q_s, k) * scale
   cols = jnp.einsum('bnhd,bmhd->bhnm', q, k_s) * scale
-  logits = jax.vmap(lambda l, i, r: l.at[:, i, :].set(r))(logits, indices, rows)
-  return jax.vmap(lambda l, i, c: l.at[:, :, i].set(c))(logits, indices, cols)
+  logits = jax.vmap(lambda l, i, r: l.at[:, i, :].set(r, unique_indices=True))(logits, indices,
+                                                                              rows)
+  return jax.vmap(lambda l, i, c: l.at[:, :, i].set(c, unique_indices=True))(logits, indices,
+                                                                              cols)
 
 
 def delta_av_update(av: jax.Array, attn_ref: jax.Array, attn: jax.Array, v_old_s: jax.Array,
                     v_new_s: jax.Array, indices: jax.Array,
-                    valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+                    valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Delta attention-value product. State: av = attn_ref @ v_buf ([B, N, H, d]) and
   attn_ref [B, H, N, N]. This frame's attention attn refreshes the key columns S = indices
   (where valid) of attn_ref, and v changed at S from v_old_s to v_new_s ([B, M, H, d]):
@@ -225,9 +229,11 @@ def delta_av_update(av: jax.Array, attn_ref: jax.Array, attn: jax.Array, v_old_s
   (about 2NMd MACs per head) -> (av, attn_ref), with av == attn_ref' @ v_buf' exactly."""
   take_cols = jax.vmap(lambda a, i: a[:, :, i])                       # [B, H, N, M]
   a_new, a_old = take_cols(attn, indices), take_cols(attn_ref, indices)
-  w = valid[:, None, None, :].astype(attn.dtype)
-  a_new = a_new * w + a_old * (1 - w)
+  if valid is not None:
+    w = valid[:, None, None, :].astype(attn.dtype)
+    a_new = a_new * w + a_old * (1 - w)
   av = av + jnp.einsum('bhnm,bmhd->bnhd', a_new, v_new_s - v_old_s) \
       + jnp.einsum('bhnm,bmhd->bnhd', a_new - a_old, v_old_s)
-  attn_ref = jax.vmap(lambda a, i, c: a.at[:, :, i].set(c))(attn_ref, indices, a_new)
+  attn_ref = jax.vmap(lambda a, i, c: a.at[:, :, i].set(c, unique_indices=True))(
+      attn_ref, indices, a_new)
   return av, attn_ref

@@ -87,13 +87,17 @@ def main(argv=None):
   parser.add_argument('--workdir', required=True, help='VTP sparsity-training work directory')
   parser.add_argument('--rate', type=float, required=True, help='fraction of channels removed')
   parser.add_argument('--out', required=True, help='work directory for the pruned model')
+  parser.add_argument('--align', type=int, default=1,
+                      help='round physical widths up to a multiple (e.g. 8 for CPUs/GPUs); '
+                      'the extra channels are zero, so the function is unchanged')
   args = parser.parse_args(argv)
   if not 0.0 <= args.rate < 1.0:
     raise SystemExit(f'--rate={args.rate}: must be in [0, 1)')
   if checkpoint.manager(args.out).latest_step() is not None:
     raise SystemExit(f'--out={args.out} already holds a checkpoint; choose another directory')
   config, params, scores = load_scored(args.workdir)
-  new_params, fields = vtp.prune(params, scores, args.rate, config.model.get('attn_scale'))
+  new_params, fields = vtp.prune(params, scores, args.rate, config.model.get('attn_scale'),
+                                 args.align)
   new_config = pruned_config(config, fields)
   rows = vtp.report(scores, args.rate, fields)
   before = models.build(config.model)

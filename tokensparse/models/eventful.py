@@ -95,7 +95,9 @@ class EventfulViT(ViT):
     return EventfulState(blocks=tuple(blocks), updated=jnp.zeros((batch, self.depth, n), bool))
 
   def _select(self, current, reference, capacity, budget, threshold):
-    return F.select_tokens(F.token_errors(current, reference), capacity, budget, threshold)
+    idx, valid = F.select_tokens(F.token_errors(current, reference), capacity, budget, threshold)
+    # Plain top-capacity: every selected token counts, and the updates skip the masking.
+    return idx, (valid if budget is not None or threshold is not None else None)
 
   def _block(self, block, st: BlockState, x, capacity, budget, threshold):
     b, n, _ = x.shape
@@ -132,7 +134,8 @@ class EventfulViT(ViT):
     y2_s, mlp_ref = F.gate_tokens(st.mlp_ref, y2, idx3, valid3)
     mlp_buf = F.put_tokens(st.mlp_buf, idx3, block.mlp(y2_s), valid3)
     x = x + mlp_buf
-    updated = jax.vmap(lambda i, m: jnp.zeros((n,), bool).at[i].set(m))(idx, valid)
+    updated = jax.vmap(lambda i, m: jnp.zeros((n,), bool).at[i].set(m))(
+        idx, jnp.ones(idx.shape, bool) if valid is None else valid)
     new = BlockState(qkv_ref=qkv_ref, q=q, k=k, v=v, logits=logits, attn_ref=attn_ref, av=av,
                      proj_ref=proj_ref, proj_buf=proj_buf, mlp_ref=mlp_ref, mlp_buf=mlp_buf)
     return x, new, updated
@@ -174,10 +177,8 @@ def run_clip(model: EventfulViT, variables: dict[str, Any], clips: jax.Array,
   through `step` inside `lax.scan`. `budget` (optional, traced): scalar or per-frame [T - 1]."""
   state, first = model.apply(variables, clips[:, 0], method=EventfulViT.init_state)
   frames = jnp.swapaxes(clips[:, 1:], 0, 1)                       # [T - 1, B, H, W, C]
-  if budget is None:
-    budgets = jnp.full((frames.shape[0],), model.m, jnp.int32)
-  else:
-    budgets = jnp.broadcast_to(jnp.asarray(budget, jnp.int32), (frames.shape[0],))
+  budgets = None if budget is None else jnp.broadcast_to(jnp.asarray(budget, jnp.int32),
+                                                         (frames.shape[0],))
 
   def body(st, inputs):
     frame, r = inputs

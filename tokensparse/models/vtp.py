@@ -80,10 +80,14 @@ def masked_scores(scores: dict[str, Any], rate: float) -> dict[str, np.ndarray]:
   return {n: np.where(masks[n], np.asarray(scores[n]), 0.0).astype(np.float32) for n in scores}
 
 
-def _prune_attention(p: dict, s: np.ndarray, keep: np.ndarray) -> tuple[dict, int]:
+def _round_up(n: int, align: int) -> int:
+  return -(-n // align) * align
+
+
+def _prune_attention(p: dict, s: np.ndarray, keep: np.ndarray, align: int) -> tuple[dict, int]:
   """One block's attention params with scores folded and kept channels packed per head."""
-  heads, _ = s.shape
-  width = max(1, int(keep.sum(axis=1).max()))
+  heads, original = s.shape
+  width = min(_round_up(max(1, int(keep.sum(axis=1).max())), align), original)
   new = {name: {'kernel': np.zeros(np.shape(p[name]['kernel'])[:2] + (width,), np.float32),
                 'bias': np.zeros((heads, width), np.float32)} for name in ('query', 'key', 'value')}
   out_k = np.zeros((heads, width, np.shape(p['out']['kernel'])[-1]), np.float32)
@@ -97,22 +101,28 @@ def _prune_attention(p: dict, s: np.ndarray, keep: np.ndarray) -> tuple[dict, in
   return new, width
 
 
-def _prune_mlp(p: dict, s: np.ndarray, keep: np.ndarray) -> tuple[dict, int]:
+def _prune_mlp(p: dict, s: np.ndarray, keep: np.ndarray, align: int) -> tuple[dict, int]:
   idx = np.where(keep)[0]
   fold = s[idx]
-  if len(idx) == 0:  # keep one channel whose output row is zero: the block's MLP adds nothing
-    idx, fold = np.array([0]), np.zeros(1)
+  # Pad with channels whose fc2 rows are zero (they add nothing): at least one, and up to a
+  # multiple of `align`.
+  pad = min(_round_up(max(len(idx), 1), align), len(s)) - len(idx)
+  if pad:
+    spare = np.setdiff1d(np.arange(len(s)), idx)[:pad]
+    spare = np.concatenate([spare, np.zeros(pad - len(spare), int)])
+    idx, fold = np.concatenate([idx, spare]), np.concatenate([fold, np.zeros(pad)])
   d0, d1 = p['Dense_0'], p['Dense_1']
   return {'Dense_0': {'kernel': np.asarray(d0['kernel'])[:, idx], 'bias': np.asarray(d0['bias'])[idx]},
           'Dense_1': {'kernel': np.asarray(d1['kernel'])[idx] * fold[:, None],
                       'bias': np.asarray(d1['bias'])}}, len(idx)
 
 
-def prune(params: dict, scores: dict, rate: float,
-          attn_scale: float | None = None) -> tuple[dict, dict]:
+def prune(params: dict, scores: dict, rate: float, attn_scale: float | None = None,
+          align: int = 1) -> tuple[dict, dict]:
   """-> (params of the physically smaller ViT, model config fields to set on the backbone:
   per-layer head_dim and mlp_dim, and attn_scale = the original head_dim ** -0.5 unless the
-  scored model already had one)."""
+  scored model already had one). `align` rounds every physical width up to a multiple (zero
+  channels, exact), for hardware that prefers round matrix sizes."""
   masks = keep_masks(scores, rate)
   depth = len([n for n in scores if n.startswith('attn_')])
   params = jax.tree.map(np.asarray, params)
@@ -124,8 +134,8 @@ def prune(params: dict, scores: dict, rate: float,
     block = dict(params['Transformer'][name])
     s_attn, s_mlp = (np.asarray(scores[f'{k}_{i}'], np.float32) for k in ('attn', 'mlp'))
     block['MultiHeadDotProductAttention_1'], hd = _prune_attention(
-        block['MultiHeadDotProductAttention_1'], s_attn, masks[f'attn_{i}'])
-    block['MlpBlock_3'], md = _prune_mlp(block['MlpBlock_3'], s_mlp, masks[f'mlp_{i}'])
+        block['MultiHeadDotProductAttention_1'], s_attn, masks[f'attn_{i}'], align)
+    block['MlpBlock_3'], md = _prune_mlp(block['MlpBlock_3'], s_mlp, masks[f'mlp_{i}'], align)
     new['Transformer'][name] = block
     head_dims.append(hd)
     mlp_dims.append(md)
