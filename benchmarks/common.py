@@ -116,3 +116,31 @@ def final_eval(workdir: str):
     print(f'skipping {workdir}: not evaluated yet')
     return None
   return evals[-1], ml_collections.ConfigDict(checkpoint.load_config(path))
+
+
+def accuracy_rows(runs: list[tuple[str, str]], params: bool = False) -> list[list]:
+  """One table row per (label, workdir) that has a final evaluation: label, test accuracy, its
+  difference to the first row, [params, ratio,] MMACs per input, ratio to the first row, and
+  the number of test inputs. Printed as they come."""
+  rows, base = [], None
+  for label, workdir in runs:
+    found = final_eval(workdir)
+    if found is None:
+      continue
+    final, config = found
+    from tokensparse import flops, models  # pylint: disable=g-import-not-at-top
+    model = models.build(config.model)
+    macs = flops.model_macs(model, channels=1)['total'] / 1e6
+    size = config.model.image_size
+    shape = (1,) + ((config.model.num_frames,) if config.model.get('num_frames') else ()) + \
+        (size, size, 1)
+    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(jax.eval_shape(
+        model.init, jax.random.PRNGKey(0), np.zeros(shape, np.float32))['params']))
+    acc = 100 * final['accuracy']
+    base = base or (acc, macs, n)
+    row = [label, f'{acc:.2f} %', f'{acc - base[0]:+.2f}']
+    if params:
+      row += [f'{n:,}', f'{n / base[2]:.2f}']
+    rows.append(row + [f'{macs:.1f}', f'{macs / base[1]:.2f}', int(final['count'])])
+    print(rows[-1], flush=True)
+  return rows

@@ -11,9 +11,7 @@ the paper's two ablation baselines at the same budget.
 Reads each work directory's final evaluation (all 10,000 test images) and writes the
 'dynamic_vit_fashion_mnist' section of BENCHMARKS.md.
 """
-from common import device_description, final_eval, git_revision, table, write_section
-
-from tokensparse import flops, models
+from common import accuracy_rows, device_description, git_revision, table, write_section
 
 RUNS = [('dense teacher (ViT, 64+1 tokens)', 'runs/vit_fashion_mnist_canvas'),
         ('DynamicViT/0.7 (44, 31, 21 tokens)', 'runs/dynamicvit_fashion_mnist'),
@@ -23,19 +21,7 @@ RUNS = [('dense teacher (ViT, 64+1 tokens)', 'runs/vit_fashion_mnist_canvas'),
 
 
 def main():
-  rows, dense_acc, dense_macs = [], None, None
-  for label, workdir in RUNS:
-    found = final_eval(workdir)
-    if found is None:
-      continue
-    final, config = found
-    m = flops.model_macs(models.build(config.model), channels=1)['total'] / 1e6
-    acc = 100 * final['accuracy']
-    if dense_acc is None:
-      dense_acc, dense_macs = acc, m
-    rows.append([label, f'{acc:.2f} %', f'{acc - dense_acc:+.2f}', f'{m:.1f}',
-                 f'{m / dense_macs:.2f}', int(final['count'])])
-    print(rows[-1])
+  rows = accuracy_rows(RUNS)
   body = ('## DynamicViT accuracy: Fashion-MNIST on a 56x56 canvas\n\n'
           f'Commands in `benchmarks/dynamic_vit_accuracy.py` (its docstring), at {git_revision()} '
           f'on {device_description()}. Each 28x28 item sits at a random position on a black '

@@ -10,9 +10,7 @@ items on a 56x56 canvas, and Moving Fashion-MNIST clips.
 Reads each work directory's final evaluation (every test image / clip) and writes the
 'token_learner_accuracy' section of BENCHMARKS.md.
 """
-from common import device_description, final_eval, git_revision, table, write_section
-
-from tokensparse import flops, models
+from common import accuracy_rows, device_description, git_revision, table, write_section
 
 GROUPS = [
     ('Fashion-MNIST on a 56x56 canvas (64 patch tokens + cls)', [
@@ -25,21 +23,7 @@ GROUPS = [
 
 
 def main():
-  rows = []
-  for title, runs in GROUPS:
-    dense_acc = dense_macs = None
-    for label, workdir in runs:
-      found = final_eval(workdir)
-      if found is None:
-        continue
-      final, config = found
-      m = flops.model_macs(models.build(config.model), channels=1)['total'] / 1e6
-      acc = 100 * final['accuracy']
-      if dense_acc is None:
-        dense_acc, dense_macs = acc, m
-      rows.append([title, label, f'{acc:.2f} %', f'{acc - dense_acc:+.2f}', f'{m:.1f}',
-                   f'{m / dense_macs:.2f}', int(final['count'])])
-      print(rows[-1])
+  rows = [[title] + row for title, runs in GROUPS for row in accuracy_rows(runs)]
   body = ('## TokenLearner accuracy\n\n'
           f'Commands in `benchmarks/token_learner_accuracy.py` (its docstring), at '
           f'{git_revision()} on {device_description()}. In each pair the two models share the '

@@ -12,13 +12,9 @@ fine-tuned, against the dense model given the same extra training.
 Reads each work directory's final evaluation (all 10,000 test images) and writes the
 'vtp_fashion_mnist' section of BENCHMARKS.md.
 """
-import jax
-import numpy as np
 import os
 
-from common import ROOT, device_description, final_eval, git_revision, table, write_section
-
-from tokensparse import flops, models
+from common import ROOT, accuracy_rows, device_description, git_revision, table, write_section
 
 RUNS = [('dense (the default run, 12 epochs)', 'runs/vit_fashion_mnist'),
         ('dense + 4 epochs (same extra training)', 'runs/vtp_continue_fashion_mnist'),
@@ -28,23 +24,7 @@ RUNS = [('dense (the default run, 12 epochs)', 'runs/vit_fashion_mnist'),
 
 
 def main():
-  rows, base = [], None
-  for label, workdir in RUNS:
-    found = final_eval(workdir)
-    if found is None:
-      continue
-    final, config = found
-    model = models.build(config.model)
-    macs = flops.vit_macs(model, channels=1)['total']
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0),
-                            np.zeros((1, 28, 28, 1), np.float32))['params']
-    n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))
-    acc = 100 * final['accuracy']
-    if base is None:
-      base = (acc, macs, n)
-    rows.append([label, f'{acc:.2f} %', f'{acc - base[0]:+.2f}', f'{n:,}', f'{n / base[2]:.2f}',
-                 f'{macs / 1e6:.2f}', f'{macs / base[1]:.2f}'])
-    print(rows[-1])
+  rows = accuracy_rows(RUNS, params=True)
   body = ('## VTP accuracy: Fashion-MNIST\n\n'
           f'Commands in `benchmarks/vtp_accuracy.py` (its docstring), at {git_revision()} on '
           f'{device_description()}. Sparsity training: 2 epochs from the default model with '
@@ -52,7 +32,7 @@ def main():
           'cosine decay. MMACs of the physical model (heads padded to the widest head of '
           'their layer). Paper (DeiT-B, ImageNet): -0.5 points at 20 %, -1.1 at 40 %.\n\n' +
           table(['model', 'test accuracy', 'vs default', 'params', 'of dense', 'MMACs',
-                 'of dense'], rows))
+                 'of dense', 'test images'], rows))
   for rate in (20, 40):  # the per-layer reports `tokensparse.prune` wrote
     report = os.path.join(ROOT, f'runs/vtp_pruned{rate}_fashion_mnist', 'pruning.md')
     if os.path.exists(report):

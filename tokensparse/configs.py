@@ -5,6 +5,9 @@ return `config.lock()`, so a mistyped field fails instead of silently doing noth
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -54,6 +57,24 @@ def base() -> ml_collections.ConfigDict:
 
   c.init_from = ml_collections.ConfigDict(dict(path='', skip=()))
   return c
+
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+
+def from_file(path: str, arg: str = ''):
+  """get_config(arg) of another experiment file, e.g. from_file('vit/fashion_mnist.py'); the
+  path is relative to the repository's configs/ folder. Configs build on each other this way."""
+  spec = importlib.util.spec_from_file_location(
+      os.path.splitext(path)[0].replace('/', '_'), os.path.join(CONFIGS_DIR, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def parse_options(arg: str) -> dict:
+  """'tl,tokens=16,at=0.75' -> {'tl': True, 'tokens': '16', 'at': '0.75'}."""
+  return dict(a.split('=', 1) if '=' in a else (a, True) for a in (arg or '').split(',') if a)
 
 
 def _fail(field: str, value, why: str):

@@ -12,18 +12,13 @@ during warm-up, class token and position embedding frozen; loss = CE + 2.0 ratio
 To evaluate or fine-tune an official DynamicViT checkpoint instead, point init_from.path at it
 and pass `--config.init_from.skip='()'` so the predictors load too.
 """
-import importlib.util
-import os
-
 import ml_collections
+
+from tokensparse import configs
 
 
 def get_config(arg: str = ''):
-  spec = importlib.util.spec_from_file_location(
-      'imagenet', os.path.join(os.path.dirname(__file__), '..', 'vit', 'imagenet.py'))
-  imagenet = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(imagenet)
-  c = imagenet.get_config('S/16' + (',runlocal' if 'runlocal' in arg else ''))
+  c = configs.from_file('vit/imagenet.py', 'S/16' + (',runlocal' if 'runlocal' in arg else ''))
   with c.unlocked():
     c.model.name = 'dynamic_vit'
     c.model.droppath = 0.0

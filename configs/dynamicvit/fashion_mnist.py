@@ -12,18 +12,13 @@ Arguments: `static` (input-independent learned token selection) and `pool` (2x2 
 of the token grid) give the paper's ablation baselines at the same budget and recipe;
 `pool,full_backbone` trains the pooled model's backbone at the full learning rate instead.
 """
-import importlib.util
-import os
-
 import ml_collections
+
+from tokensparse import configs
 
 
 def get_config(arg: str = ''):
-  spec = importlib.util.spec_from_file_location(
-      'canvas', os.path.join(os.path.dirname(__file__), '..', 'vit', 'fashion_mnist_canvas.py'))
-  canvas = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(canvas)
-  c = canvas.get_config(arg)
+  c = configs.from_file('vit/fashion_mnist_canvas.py', arg)
   with c.unlocked():
     c.model.name = 'dynamic_vit'
     c.model.keep_ratio = 0.7

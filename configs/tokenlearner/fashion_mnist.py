@@ -12,19 +12,14 @@ Arguments (comma-separated): `tokens=16`, `at=0.75`, `v1.0` (the paper's conv ma
 (TokenFuser after every later block), `gap` (Scenic's mean-token classifier; then the class
 token of the checkpoint is skipped and the position embedding starts afresh).
 """
-import importlib.util
-import os
-
 import ml_collections
+
+from tokensparse import configs
 
 
 def get_config(arg: str = ''):
-  spec = importlib.util.spec_from_file_location(
-      'canvas', os.path.join(os.path.dirname(__file__), '..', 'vit', 'fashion_mnist_canvas.py'))
-  canvas = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(canvas)
-  c = canvas.get_config('runlocal' if 'runlocal' in arg else '')
-  options = dict(a.split('=') if '=' in a else (a, True) for a in arg.split(',') if a)
+  c = configs.from_file('vit/fashion_mnist_canvas.py', 'runlocal' if 'runlocal' in arg else '')
+  options = configs.parse_options(arg)
   with c.unlocked():
     c.model.name = 'token_learner'
     c.model.token_learner = ml_collections.ConfigDict(dict(

@@ -20,29 +20,23 @@ from tokensparse import configs
 
 def get_config(arg: str = 'B/16'):
   variant, *rest = (arg or 'B/16').split(',')
-  options = dict(a.split('=') if '=' in a else (a, True) for a in rest if a)
-  c = configs.base()
-  c.model.update(name='token_learner', variant=variant, num_classes=1000, image_size=224,
-                 classifier='gap', droppath=0.1)
-  c.model.token_learner = ml_collections.ConfigDict(dict(
-      num_tokens=int(options.get('tokens', 8)), at=float(options.get('at', 0.5)),
-      version='v1.1', reduce='sum', bottleneck=64, fuser='fuser' in options))
-  c.data.update(name='imagenet2012', train_split='train', eval_split='validation',
-                augment='inception_crop', flip=True, eval_crop_fraction=0.875,
-                mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-  c.batch_size = 4096
-  c.eval_batch_size = 1024
-  c.num_epochs = 90
-  c.warmup_steps = 10_000
-  c.label_smoothing = 0.0
-  c.optimizer.update(name='adamw', lr=5e-3, min_lr=1e-5, b1=0.9, b2=0.999, weight_decay=0.3,
-                     grad_clip_norm=1.0)
-  c.log_every_steps = 200
-  c.eval_every_steps = 2500
-  c.checkpoint_every_steps = 2500
-  if 'runlocal' in options:
-    c.batch_size = c.eval_batch_size = 16
-    c.total_steps = 20
-    c.warmup_steps = 2
-    c.log_every_steps = 5
+  options = configs.parse_options(','.join(rest))
+  c = configs.from_file('vit/imagenet.py', variant)   # data pipeline, eval, logging
+  with c.unlocked():
+    c.model.update(name='token_learner', classifier='gap', droppath=0.1)
+    c.model.token_learner = ml_collections.ConfigDict(dict(
+        num_tokens=int(options.get('tokens', 8)), at=float(options.get('at', 0.5)),
+        version='v1.1', reduce='sum', bottleneck=64, fuser='fuser' in options))
+    c.data.update(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    c.batch_size = 4096
+    c.num_epochs = 90
+    c.warmup_steps = 10_000
+    c.label_smoothing = 0.0
+    c.optimizer.update(name='adamw', lr=5e-3, min_lr=1e-5, b1=0.9, b2=0.999, weight_decay=0.3,
+                       grad_clip_norm=1.0)
+    if 'runlocal' in options:
+      c.batch_size = c.eval_batch_size = 16
+      c.total_steps = 20
+      c.warmup_steps = 2
+      c.log_every_steps = 5
   return c.lock()

@@ -14,19 +14,14 @@ TokenLearner v1.1 before block 3 turns each frame's 36 tokens into 8, so blocks 
 position embedding resampled 8x8 -> 6x6, temporal embedding zero) and train 2 epochs.
 Arguments: `tl`, `tokens=16`, `at=0.75`, `fuser`, `runlocal` (a 20-step smoke test).
 """
-import importlib.util
-import os
-
 import ml_collections
+
+from tokensparse import configs
 
 
 def get_config(arg: str = ''):
-  spec = importlib.util.spec_from_file_location(
-      'base', os.path.join(os.path.dirname(__file__), '..', 'vit', 'fashion_mnist.py'))
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
-  c = base.get_config()
-  options = dict(a.split('=') if '=' in a else (a, True) for a in arg.split(',') if a)
+  c = configs.from_file('vit/fashion_mnist.py', )
+  options = configs.parse_options(arg)
   with c.unlocked():
     c.model.update(image_size=42, num_frames=8)
     c.data.update(name='moving_fashion_mnist', augment='none', flip=True)

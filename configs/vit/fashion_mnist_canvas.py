@@ -7,16 +7,11 @@ patch 7 that is 64 patch tokens of which about 16-25 hold the item, so dropping 
 It starts from the default run's checkpoint (`runs/vit_fashion_mnist`, position embedding
 resampled from 4x4 to 8x8) and is the dense teacher of configs/dynamicvit/fashion_mnist.py.
 """
-import importlib.util
-import os
+from tokensparse import configs
 
 
 def get_config(arg: str = ''):
-  spec = importlib.util.spec_from_file_location(
-      'base', os.path.join(os.path.dirname(__file__), 'fashion_mnist.py'))
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
-  c = base.get_config(arg)
+  c = configs.from_file('vit/fashion_mnist.py', arg)
   with c.unlocked():
     c.model.image_size = 56
     c.data.canvas_size = 56

@@ -15,19 +15,14 @@ no penalty during fine-tuning. The epoch counts (30 + 30) and the fine-tuning lr
 config's choice: the reference notes give the method, not the schedule. Paper: 20 % pruned
 -0.5 points, 40 % pruned 81.8 -> 80.7 % (86.4 -> 48.0 M parameters, 17.6 -> 10.0 GFLOPs).
 """
-import importlib.util
-import os
-
 import ml_collections
+
+from tokensparse import configs
 
 
 def get_config(arg: str = ''):
-  spec = importlib.util.spec_from_file_location(
-      'imagenet', os.path.join(os.path.dirname(__file__), '..', 'vit', 'imagenet.py'))
-  imagenet = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(imagenet)
-  options = dict(a.split('=') if '=' in a else (a, True) for a in arg.split(',') if a)
-  c = imagenet.get_config('B/16,runlocal' if 'runlocal' in options else 'B/16')
+  options = configs.parse_options(arg)
+  c = configs.from_file('vit/imagenet.py', 'B/16,runlocal' if 'runlocal' in options else 'B/16')
   with c.unlocked():
     c.num_epochs = 30
     c.warmup_epochs = 1

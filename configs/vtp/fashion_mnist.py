@@ -13,19 +13,14 @@
    widths from runs/vtp_pruned{100R}_fashion_mnist. `continue` instead trains the dense model
    4 more epochs with the same recipe: the baseline with the same extra training.
 """
-import importlib.util
-import os
-
 import ml_collections
+
+from tokensparse import configs
 
 
 def get_config(arg: str = ''):
-  spec = importlib.util.spec_from_file_location(
-      'base', os.path.join(os.path.dirname(__file__), '..', 'vit', 'fashion_mnist.py'))
-  base = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(base)
-  c = base.get_config('runlocal' if 'runlocal' in arg else '')
-  options = dict(a.split('=') if '=' in a else (a, True) for a in arg.split(',') if a)
+  c = configs.from_file('vit/fashion_mnist.py', 'runlocal' if 'runlocal' in arg else '')
+  options = configs.parse_options(arg)
   with c.unlocked():
     c.num_epochs = 2
     c.warmup_epochs = 0.1
