@@ -6,6 +6,8 @@ H = heads, d = head dimension, D = width.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -187,14 +189,27 @@ def take_tokens(x: jax.Array, indices: jax.Array) -> jax.Array:
   return jax.vmap(lambda a, i: a[i])(x, indices)
 
 
+def token_slots(indices: jax.Array, n: int, valid: jax.Array | None = None) -> jax.Array:
+  """Inverse of a selection: indices [B, M] -> slots [B, N], the position in the selection of
+  each of the N tokens, -1 for tokens not selected (or selected but not valid)."""
+  m = indices.shape[1]
+  pos = jnp.broadcast_to(jnp.arange(m, dtype=jnp.int32), indices.shape)
+  if valid is not None:
+    pos = jnp.where(valid, pos, -1)
+  return jax.vmap(lambda i, p: jnp.full((n,), -1, jnp.int32).at[i].set(p))(indices, pos)
+
+
 def put_tokens(x: jax.Array, indices: jax.Array, values: jax.Array,
                valid: jax.Array | None = None) -> jax.Array:
   """Scatter values [B, M, ...] into x [B, N, ...] at indices [B, M] where valid (None: all;
-  the token buffer, and the gate's reference update). Indices are distinct (from top_k)."""
-  if valid is not None:
-    keep = valid.reshape(valid.shape + (1,) * (values.ndim - 2))
-    values = jnp.where(keep, values, take_tokens(x, indices))
-  return jax.vmap(lambda a, i, v: a.at[i].set(v, unique_indices=True))(x, indices, values)
+  the token buffer, and the gate's reference update). Indices are distinct (from top_k).
+
+  Written as a gather and a select through the inverse map (`token_slots`): XLA's CPU scatter
+  of whole rows is an element-wise loop, several times slower than this on a 768-wide row."""
+  slots = token_slots(indices, x.shape[1], valid)
+  full = take_tokens(values, jnp.maximum(slots, 0))
+  keep = (slots >= 0).reshape(slots.shape + (1,) * (x.ndim - 2))
+  return jnp.where(keep, full, x)
 
 
 def gate_tokens(reference: jax.Array, current: jax.Array, indices: jax.Array,
@@ -213,10 +228,13 @@ def sparse_qk_update(logits: jax.Array, q: jax.Array, k: jax.Array, indices: jax
   q_s, k_s = take_tokens(q, indices), take_tokens(k, indices)          # [B, M, H, d]
   rows = jnp.einsum('bmhd,bnhd->bhmn', q_s, k) * scale
   cols = jnp.einsum('bnhd,bmhd->bhnm', q, k_s) * scale
-  logits = jax.vmap(lambda l, i, r: l.at[:, i, :].set(r, unique_indices=True))(logits, indices,
-                                                                              rows)
-  return jax.vmap(lambda l, i, c: l.at[:, :, i].set(c, unique_indices=True))(logits, indices,
-                                                                              cols)
+  slots = token_slots(indices, q.shape[1])                              # [B, N]
+  at = jnp.maximum(slots, 0)
+  new_rows = jax.vmap(lambda r, a: r[:, a, :])(rows, at)                # [B, H, N, N]
+  new_cols = jax.vmap(lambda c, a: c[:, :, a])(cols, at)
+  sel = slots >= 0  # one pass: where a row and a column meet both hold the same q.k
+  return jnp.where(sel[:, None, :, None], new_rows,
+                   jnp.where(sel[:, None, None, :], new_cols, logits))
 
 
 def delta_av_update(av: jax.Array, attn_ref: jax.Array, attn: jax.Array, v_old_s: jax.Array,
@@ -226,14 +244,32 @@ def delta_av_update(av: jax.Array, attn_ref: jax.Array, attn: jax.Array, v_old_s
   attn_ref [B, H, N, N]. This frame's attention attn refreshes the key columns S = indices
   (where valid) of attn_ref, and v changed at S from v_old_s to v_new_s ([B, M, H, d]):
       av += attn[:, S] @ (v_new - v_old)_S + (attn - attn_ref)[:, S] @ v_old_S
-  (about 2NMd MACs per head) -> (av, attn_ref), with av == attn_ref' @ v_buf' exactly."""
+  (about 2NMd MACs per head) -> (av, attn_ref), with av == attn_ref' @ v_buf' exactly.
+  `attn` may be a function indices -> attn[:, :, :, indices] ([B, H, N, M]), so the caller
+  never has to build the whole N x N attention matrix (`softmax_columns`)."""
   take_cols = jax.vmap(lambda a, i: a[:, :, i])                       # [B, H, N, M]
-  a_new, a_old = take_cols(attn, indices), take_cols(attn_ref, indices)
+  a_new = attn(indices) if callable(attn) else take_cols(attn, indices)
+  a_old = take_cols(attn_ref, indices)
   if valid is not None:
-    w = valid[:, None, None, :].astype(attn.dtype)
+    w = valid[:, None, None, :].astype(a_new.dtype)
     a_new = a_new * w + a_old * (1 - w)
   av = av + jnp.einsum('bhnm,bmhd->bnhd', a_new, v_new_s - v_old_s) \
       + jnp.einsum('bhnm,bmhd->bnhd', a_new - a_old, v_old_s)
-  attn_ref = jax.vmap(lambda a, i, c: a.at[:, :, i].set(c, unique_indices=True))(
-      attn_ref, indices, a_new)
+  slots = token_slots(indices, attn_ref.shape[-1])
+  new_cols = jax.vmap(lambda c, a: c[:, :, a])(a_new, jnp.maximum(slots, 0))
+  attn_ref = jnp.where((slots >= 0)[:, None, None, :], new_cols, attn_ref)
   return av, attn_ref
+
+
+def softmax_columns(logits: jax.Array) -> Callable[[jax.Array], jax.Array]:
+  """For logits [B, H, N, N]: a function indices [B, M] -> softmax(logits)[..., indices]
+  ([B, H, N, M]), from the row maxima and sums (one fused pass over the logits) and the M
+  gathered columns: the full attention matrix is never written."""
+  x = logits.astype(jnp.float32)
+  m = jnp.max(x, axis=-1, keepdims=True)
+  z = jnp.sum(jnp.exp(x - m), axis=-1, keepdims=True)
+
+  def columns(indices):
+    cols = jax.vmap(lambda a, i: a[:, :, i])(x, indices)
+    return (jnp.exp(cols - m) / z).astype(logits.dtype)
+  return columns

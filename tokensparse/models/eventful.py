@@ -116,11 +116,11 @@ class EventfulViT(ViT):
       logits = F.attention_logits(q, k, attn.softmax_scale)
     else:
       logits = F.sparse_qk_update(st.logits, q, k, idx, attn.softmax_scale)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
-    if self.variant == 'full':
-      av, attn_ref = F.delta_av_update(st.av, st.attn_ref, weights, v_old_s,
+    if self.variant == 'full':  # only the attention columns of the updated keys are needed
+      av, attn_ref = F.delta_av_update(st.av, st.attn_ref, F.softmax_columns(logits), v_old_s,
                                        F.take_tokens(v, idx), idx, valid)
     else:
+      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
       av, attn_ref = F.attend(weights, v), weights
     # proj gate -> output projection -> buffer
     o = av.reshape(b, n, h * hd)
