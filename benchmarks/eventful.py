@@ -5,9 +5,11 @@ and the counted operations, on a static-background clip.
 
 The clip: a fixed random background with a 48x48 bright square moving 8 px per frame (so a
 quarter of the tokens or fewer change). Jitted `step` per frame (the state stays on the
-device); the first frame, the dense `init_state`, is excluded; median over frames 1..T-1 of
-two passes; the dense model is timed before and after the Eventful variants and the faster of
-the two is used. Random weights: the work does not depend on them. Batch 1 runs on one
+device and is donated, so XLA updates it in place); the first frame, the dense `init_state`,
+is excluded. The dense model and every Eventful variant run in turn over the clip, for
+several rounds; a model's time is the median over its frames and rounds, and its speed-up is
+the median over rounds of (dense time / its time) in that round, so drift on a shared
+machine cancels. Random weights: the work does not depend on them. Batch 1 runs on one
 device.
 """
 import argparse
@@ -34,61 +36,89 @@ def make_clip(frames: int, size: int = 224) -> jnp.ndarray:
   return jnp.asarray(clip[:, None])       # [T, 1, H, W, C]
 
 
-def per_frame_ms(fn, frames) -> float:
+def frame_times(run, frames: int) -> list[float]:
+  """Milliseconds of run.step(t) for t = 1 .. frames - 1, after run.reset() (untimed)."""
+  run.reset()
   times = []
-  for _ in range(2):
-    for t in range(1, len(frames)):
-      start = time.perf_counter()
-      jax.block_until_ready(fn(t))
-      times.append(time.perf_counter() - start)
-  return 1e3 * float(np.median(times))
+  for t in range(1, frames):
+    start = time.perf_counter()
+    jax.block_until_ready(run.step(t))
+    times.append(1e3 * (time.perf_counter() - start))
+  return times
+
+
+class Dense:
+  def __init__(self, model, variables, clip):
+    self.fn = jax.jit(lambda f: model.apply(variables, f)[0])
+    self.clip = clip
+    jax.block_until_ready(self.fn(clip[0]))                          # compile
+
+  def reset(self):
+    pass
+
+  def step(self, t):
+    return self.fn(self.clip[t])
+
+
+class Eventful:
+  """The state is donated: XLA updates its buffers in place instead of copying them."""
+
+  def __init__(self, model, variables, clip):
+    self.init = jax.jit(lambda f: model.apply(variables, f, method=EventfulViT.init_state))
+    self.fn = jax.jit(lambda s, f: model.apply(variables, s, f, method=EventfulViT.step),
+                      donate_argnums=(0,))
+    self.clip = clip
+    self.reset()
+    jax.block_until_ready(self.step(1))                              # compile
+
+  def reset(self):  # every pass over the clip starts from its dense first frame
+    self.state = jax.block_until_ready(self.init(self.clip[0])[0])
+
+  def step(self, t):
+    self.state, logits = self.fn(self.state, self.clip[t])
+    return logits
 
 
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--variant', default='B/16')
   parser.add_argument('--frames', type=int, default=16)
-  parser.add_argument('--only', default='', help='variant,r pairs to run, e.g. full:49')
+  parser.add_argument('--rounds', type=int, default=3)
   args = parser.parse_args()
   kw = dict(num_classes=1000, image_size=224, **parse_variant(args.variant))
   clip = make_clip(args.frames)
   dense = ViT(**kw)
   variables = jax.jit(dense.init)(jax.random.PRNGKey(0), clip[0])
   n = dense.num_prefix + dense.num_patches
-  dense_fn = jax.jit(lambda f: dense.apply(variables, f)[0])
-  jax.block_until_ready(dense_fn(clip[0]))
-  dense_ms = per_frame_ms(lambda t: dense_fn(clip[t]), clip)
-  dense_g = flops.vit_macs(dense)['total'] / 1e9
-  print('dense', dense_ms, flush=True)
-  rows = []
+  runners = {'dense': Dense(dense, variables, clip)}
+  macs = {'dense': flops.vit_macs(dense)['total'] / 1e9}
   for variant, r in (('full', n // 4), ('sparse_qk', n // 4), ('tokenwise', n // 4),
                      ('full', n // 2), ('full', n // 8)):
     model = EventfulViT(**kw, capacity=r, variant=variant)
-    init = jax.jit(lambda f, m=model: m.apply(variables, f, method=EventfulViT.init_state))
-    # The state is donated: XLA updates its buffers in place instead of copying them.
-    step = jax.jit(lambda s, f, m=model: m.apply(variables, s, f, method=EventfulViT.step),
-                   donate_argnums=(0,))
-    state, _ = init(clip[0])
-    state, _ = step(state, clip[1])                   # compile
-    holder = {'state': state}
-
-    def run(t, holder=holder, step=step):
-      holder['state'], logits = step(holder['state'], clip[t])
-      return logits
-    ms = per_frame_ms(run, clip)
-    g = flops.eventful_macs(model)['total'] / 1e9
-    rows.append([f'Eventful {variant}, r = {r}', r, f'{g:.2f}', ms, dense_g / g])
-    print(rows[-1], flush=True)
-  # Dense again at the end: the better of the two, so drift on a shared machine does not
-  # flatter the sparse variants.
-  dense_ms = min(dense_ms, per_frame_ms(lambda t: dense_fn(clip[t]), clip))
-  rows = [['dense ViT, every frame', n, f'{dense_g:.2f}', f'{dense_ms:.0f}', '1.00x', '1.00x']] + \
-      [r[:3] + [f'{r[3]:.0f}', f'{dense_ms / r[3]:.2f}x', f'{r[4]:.2f}x'] for r in rows]
+    name = f'Eventful {variant}, r = {r}'
+    runners[name] = Eventful(model, variables, clip)
+    macs[name] = flops.eventful_macs(model)['total'] / 1e9
+  times = {name: [] for name in runners}
+  ratios = {name: [] for name in runners}
+  for round_ in range(args.rounds):
+    for name, run in runners.items():
+      times[name].append(frame_times(run, args.frames))
+    for name in runners:
+      ratios[name].append(np.median(times['dense'][-1]) / np.median(times[name][-1]))
+    print(f'round {round_ + 1}/{args.rounds}: ' + ', '.join(
+        f'{name} {np.median(times[name][-1]):.0f} ms' for name in runners), flush=True)
+  rows = []
+  for name in runners:
+    ms = float(np.median(np.concatenate(times[name])))
+    tokens = n if name == 'dense' else int(name.rsplit('= ', 1)[1])
+    label = 'dense ViT, every frame' if name == 'dense' else name
+    rows.append([label, tokens, f'{macs[name]:.2f}', f'{ms:.0f}',
+                 f'{np.median(ratios[name]):.2f}x', f'{macs["dense"] / macs[name]:.2f}x'])
   body = (f'## Eventful Transformer speed ({args.variant}, 224 px, batch 1, {args.frames}-frame '
           'static-background clip, fp32)\n\n'
           f'`python benchmarks/eventful.py` at {git_revision()} on {device_description()} '
-          '(batch 1: one single-threaded host device). Time per frame after the first (median), '
-          'dense per-frame model measured in the same run; operations by '
+          f'(batch 1: one host device). Time per frame after the first (median over frames and {args.rounds} '
+          'interleaved rounds); speed-up: median over rounds of dense / Eventful time in the same round; operations by '
           '`tokensparse.flops.eventful_macs` (gates included).\n\n' +
           table(['model', 'tokens recomputed per gate (N = %d)' % n, 'GMACs per frame',
                  'ms per frame', 'speed-up', 'fewer operations'], rows))

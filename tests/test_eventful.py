@@ -51,10 +51,11 @@ def test_delta_av_matches_its_oracle(setup):
   for t in range(1, 5):
     state, _ = model.apply(variables, state, clips[:, t], method=EventfulViT.step)
     for st in state.blocks:
-      np.testing.assert_allclose(st.av, jnp.einsum('bhnm,bmhd->bnhd', st.attn_ref, st.v),
+      # attn_ref is stored key-major: [B, H, keys, queries].
+      np.testing.assert_allclose(st.av, jnp.einsum('bhkq,bhkd->bhqd', st.attn_ref, st.v),
                                  rtol=1e-5, atol=1e-5)
       # Logits are exactly those of the buffers (sparse QK keeps them consistent).
-      np.testing.assert_allclose(st.logits, F.attention_logits(st.q, st.k, 8 ** -0.5),
+      np.testing.assert_allclose(st.logits, F.head_logits(st.q, st.k, 8 ** -0.5),
                                  rtol=1e-5, atol=1e-5)
 
 

@@ -6,16 +6,32 @@ H = heads, d = head dimension, D = width.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 
+def heads_first(x: jax.Array) -> jax.Array:
+  """[B, N, H, d] -> [B, H, N, d] (and back: the same swap)."""
+  return jnp.swapaxes(x, 1, 2)
+
+
+def head_logits(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
+  """Scaled dot products per head. q: [B, H, N, d], k: [B, H, M, d] -> [B, H, N, M]."""
+  return jnp.einsum('bhnd,bhmd->bhnm', q, k) * scale
+
+
+def head_attend(weights: jax.Array, v: jax.Array) -> jax.Array:
+  """Weighted sum of values per head. weights: [B, H, N, M], v: [B, H, M, d] -> [B, H, N, d]."""
+  return jnp.einsum('bhnm,bhmd->bhnd', weights, v)
+
+
 def attention_logits(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
-  """Scaled dot products. q: [B, N, H, d], k: [B, M, H, d] -> [B, H, N, M]."""
-  return jnp.einsum('bnhd,bmhd->bhnm', q, k) * scale
+  """Scaled dot products. q: [B, N, H, d], k: [B, M, H, d] -> [B, H, N, M].
+
+  The products run with the heads first (`head_logits`): XLA's CPU matmuls are faster on
+  that layout than on the token-major einsum, and the swaps are cheap."""
+  return head_logits(heads_first(q), heads_first(k), scale)
 
 
 def attention_weights(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
@@ -30,7 +46,7 @@ def attention_weights(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
 
 def attend(weights: jax.Array, v: jax.Array) -> jax.Array:
   """Weighted sum of values. weights: [B, H, N, M], v: [B, M, H, d] -> [B, N, H, d]."""
-  return jnp.einsum('bhnm,bmhd->bnhd', weights, v)
+  return heads_first(head_attend(weights, heads_first(v)))
 
 
 def drop_path(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
@@ -184,9 +200,10 @@ def select_tokens(errors: jax.Array, capacity: int, budget: jax.Array | int | No
   return indices, valid
 
 
-def take_tokens(x: jax.Array, indices: jax.Array) -> jax.Array:
-  """x [B, N, ...], indices [B, M] -> [B, M, ...]."""
-  return jax.vmap(lambda a, i: a[i])(x, indices)
+def take_tokens(x: jax.Array, indices: jax.Array, axis: int = 1) -> jax.Array:
+  """Gather along the token axis: x [B, ..., N (axis), ...], indices [B, M] -> [B, ..., M, ...].
+  Indices must be in range (they come from top_k)."""
+  return jax.vmap(lambda a, i: jnp.take(a, i, axis=axis - 1, mode='clip'))(x, indices)
 
 
 def token_slots(indices: jax.Array, n: int, valid: jax.Array | None = None) -> jax.Array:
@@ -200,16 +217,18 @@ def token_slots(indices: jax.Array, n: int, valid: jax.Array | None = None) -> j
 
 
 def put_tokens(x: jax.Array, indices: jax.Array, values: jax.Array,
-               valid: jax.Array | None = None) -> jax.Array:
-  """Scatter values [B, M, ...] into x [B, N, ...] at indices [B, M] where valid (None: all;
-  the token buffer, and the gate's reference update). Indices are distinct (from top_k).
+               valid: jax.Array | None = None, axis: int = 1) -> jax.Array:
+  """Scatter values [B, ..., M, ...] into x [B, ..., N, ...] along the token axis at indices
+  [B, M] where valid (None: all): the token buffer, and the gate's reference update. Indices
+  are distinct (from top_k).
 
   Written as a gather and a select through the inverse map (`token_slots`): XLA's CPU scatter
-  of whole rows is an element-wise loop, several times slower than this on a 768-wide row."""
-  slots = token_slots(indices, x.shape[1], valid)
-  full = take_tokens(values, jnp.maximum(slots, 0))
-  keep = (slots >= 0).reshape(slots.shape + (1,) * (x.ndim - 2))
-  return jnp.where(keep, full, x)
+  is an element-wise loop, several times slower than this."""
+  slots = token_slots(indices, x.shape[axis], valid)
+  full = take_tokens(values, jnp.maximum(slots, 0), axis)
+  shape = [1] * x.ndim
+  shape[0], shape[axis] = x.shape[0], x.shape[axis]
+  return jnp.where((slots >= 0).reshape(shape), full, x)
 
 
 def gate_tokens(reference: jax.Array, current: jax.Array, indices: jax.Array,
@@ -220,56 +239,48 @@ def gate_tokens(reference: jax.Array, current: jax.Array, indices: jax.Array,
   return selected, put_tokens(reference, indices, selected, valid)
 
 
-def sparse_qk_update(logits: jax.Array, q: jax.Array, k: jax.Array, indices: jax.Array,
-                     scale: float) -> jax.Array:
+def sparse_qk_update(logits: jax.Array, q: jax.Array, k: jax.Array, q_s: jax.Array,
+                     k_s: jax.Array, indices: jax.Array,
+                     scale: float) -> tuple[jax.Array, jax.Array]:
   """Refresh the rows (queries) and columns (keys) of `indices` in logits [B, H, N, N] from the
-  current buffers q, k [B, N, H, d]: 2NMd MACs per head instead of N^2 d. Other entries are
-  kept; recomputing an index whose q and k did not change rewrites the same values."""
-  q_s, k_s = take_tokens(q, indices), take_tokens(k, indices)          # [B, M, H, d]
-  rows = jnp.einsum('bmhd,bnhd->bhmn', q_s, k) * scale
-  cols = jnp.einsum('bnhd,bmhd->bhnm', q, k_s) * scale
-  slots = token_slots(indices, q.shape[1])                              # [B, N]
+  current buffers q, k [B, H, N, d], whose entries at indices are q_s, k_s [B, H, M, d]:
+  2NMd MACs per head instead of N^2 d. Other entries are kept; recomputing an index whose q and
+  k did not change rewrites the same values. -> (logits, the refreshed columns
+  logits[..., indices] [B, H, N, M])."""
+  rows = head_logits(q_s, k, scale)                                     # [B, H, M, N]
+  cols = head_logits(q, k_s, scale)                                     # [B, H, N, M]
+  slots = token_slots(indices, q.shape[2])                              # [B, N]
   at = jnp.maximum(slots, 0)
-  new_rows = jax.vmap(lambda r, a: r[:, a, :])(rows, at)                # [B, H, N, N]
-  new_cols = jax.vmap(lambda c, a: c[:, :, a])(cols, at)
   sel = slots >= 0  # one pass: where a row and a column meet both hold the same q.k
-  return jnp.where(sel[:, None, :, None], new_rows,
-                   jnp.where(sel[:, None, None, :], new_cols, logits))
+  return jnp.where(sel[:, None, :, None], take_tokens(rows, at, 2),
+                   jnp.where(sel[:, None, None, :], take_tokens(cols, at, 3), logits)), cols
 
 
-def delta_av_update(av: jax.Array, attn_ref: jax.Array, attn: jax.Array, v_old_s: jax.Array,
-                    v_new_s: jax.Array, indices: jax.Array,
-                    valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-  """Delta attention-value product. State: av = attn_ref @ v_buf ([B, N, H, d]) and
-  attn_ref [B, H, N, N]. This frame's attention attn refreshes the key columns S = indices
-  (where valid) of attn_ref, and v changed at S from v_old_s to v_new_s ([B, M, H, d]):
-      av += attn[:, S] @ (v_new - v_old)_S + (attn - attn_ref)[:, S] @ v_old_S
-  (about 2NMd MACs per head) -> (av, attn_ref), with av == attn_ref' @ v_buf' exactly.
-  `attn` may be a function indices -> attn[:, :, :, indices] ([B, H, N, M]), so the caller
-  never has to build the whole N x N attention matrix (`softmax_columns`)."""
-  take_cols = jax.vmap(lambda a, i: a[:, :, i])                       # [B, H, N, M]
-  a_new = attn(indices) if callable(attn) else take_cols(attn, indices)
-  a_old = take_cols(attn_ref, indices)
-  if valid is not None:
-    w = valid[:, None, None, :].astype(a_new.dtype)
-    a_new = a_new * w + a_old * (1 - w)
-  av = av + jnp.einsum('bhnm,bmhd->bnhd', a_new, v_new_s - v_old_s) \
-      + jnp.einsum('bhnm,bmhd->bnhd', a_new - a_old, v_old_s)
-  slots = token_slots(indices, attn_ref.shape[-1])
-  new_cols = jax.vmap(lambda c, a: c[:, :, a])(a_new, jnp.maximum(slots, 0))
-  attn_ref = jnp.where((slots >= 0)[:, None, None, :], new_cols, attn_ref)
-  return av, attn_ref
-
-
-def softmax_columns(logits: jax.Array) -> Callable[[jax.Array], jax.Array]:
-  """For logits [B, H, N, N]: a function indices [B, M] -> softmax(logits)[..., indices]
-  ([B, H, N, M]), from the row maxima and sums (one fused pass over the logits) and the M
-  gathered columns: the full attention matrix is never written."""
+def softmax_columns(logits: jax.Array, cols: jax.Array) -> jax.Array:
+  """softmax(logits)[..., indices] from logits [B, H, N, N] and their columns at indices,
+  cols [B, H, N, M]: the row maxima and sums of one pass over the logits; the full attention
+  matrix is never written. Float32 inside, as `attention_weights`."""
   x = logits.astype(jnp.float32)
   m = jnp.max(x, axis=-1, keepdims=True)
   z = jnp.sum(jnp.exp(x - m), axis=-1, keepdims=True)
+  return (jnp.exp(cols.astype(jnp.float32) - m) / z).astype(logits.dtype)
 
-  def columns(indices):
-    cols = jax.vmap(lambda a, i: a[:, :, i])(x, indices)
-    return (jnp.exp(cols - m) / z).astype(logits.dtype)
-  return columns
+
+def delta_av_update(av: jax.Array, attn_ref: jax.Array, attn_cols: jax.Array,
+                    v_old_s: jax.Array, v_new_s: jax.Array, indices: jax.Array,
+                    valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """Delta attention-value product, per head.
+
+  State: av [B, H, N, d] = A_ref @ v_buf, and the attention reference stored key-major,
+  attn_ref [B, H, N (keys), N (queries)] = A_ref^T (so a key's column is a contiguous row).
+  This frame's attention columns attn_cols [B, H, N, M] (`softmax_columns`) refresh the keys
+  S = indices (where valid), whose values changed from v_old_s to v_new_s ([B, H, M, d]):
+      av += A_new[:, S] @ (v_new - v_old)_S + (A_new - A_ref)[:, S] @ v_old_S
+  (2NMd MACs per head) -> (av, attn_ref), with av == A_ref' @ v_buf' exactly."""
+  a_old = jnp.swapaxes(take_tokens(attn_ref, indices, 2), -1, -2)     # [B, H, N, M]
+  # Always a select on a_old (all-true without a mask): the refreshed rows then depend on the
+  # old ones, so XLA reads them before it overwrites attn_ref in place instead of copying it.
+  keep = valid if valid is not None else indices >= 0
+  a_new = jnp.where(keep[:, None, None, :], attn_cols, a_old)
+  av = av + head_attend(a_new, v_new_s - v_old_s) + head_attend(a_new - a_old, v_old_s)
+  return av, put_tokens(attn_ref, indices, jnp.swapaxes(a_new, -1, -2), axis=2)

@@ -40,13 +40,17 @@ VARIANTS = ('tokenwise', 'sparse_qk', 'full')
 
 @flax.struct.dataclass
 class BlockState:
+  """One block's state. Per-head tensors are stored heads first (the layout XLA's CPU matmuls
+  run fastest on); the attention reference is stored key-major, so refreshing a key's column
+  is writing one contiguous row."""
   qkv_ref: jax.Array     # [B, N, D]   reference of the qkv gate (LN1 output)
-  q: jax.Array           # [B, N, H, d] buffers
+  q: jax.Array           # [B, H, N, d] buffers
   k: jax.Array
   v: jax.Array
   logits: jax.Array      # [B, H, N, N] scaled q k^T of the buffers
-  attn_ref: jax.Array    # [B, H, N, N] attention with columns refreshed where keys updated
-  av: jax.Array          # [B, N, H, d] attn_ref @ v
+  attn_ref: jax.Array    # [B, H, N, N] keys x queries: A_ref^T, the attention with the columns
+  #                        of updated keys refreshed (full variant; the others carry it along)
+  av: jax.Array          # [B, H, N, d] A_ref @ v (full); this frame's A @ v (the others)
   proj_ref: jax.Array    # [B, N, H*d] reference of the proj gate (merged attention output)
   proj_buf: jax.Array    # [B, N, D]
   mlp_ref: jax.Array     # [B, N, D]   reference of the MLP gate (LN2 output)
@@ -88,8 +92,8 @@ class EventfulViT(ViT):
     for block in self.blocks:
       h, hd = block.attn.num_heads, block.attn.dim_per_head
       z = lambda *s: jnp.zeros((batch,) + s, self.dtype)
-      blocks.append(BlockState(qkv_ref=z(n, d), q=z(n, h, hd), k=z(n, h, hd), v=z(n, h, hd),
-                               logits=z(h, n, n), attn_ref=z(h, n, n), av=z(n, h, hd),
+      blocks.append(BlockState(qkv_ref=z(n, d), q=z(h, n, hd), k=z(h, n, hd), v=z(h, n, hd),
+                               logits=z(h, n, n), attn_ref=z(h, n, n), av=z(h, n, hd),
                                proj_ref=z(n, h * hd), proj_buf=z(n, d), mlp_ref=z(n, d),
                                mlp_buf=z(n, d)))
     return EventfulState(blocks=tuple(blocks), updated=jnp.zeros((batch, self.depth, n), bool))
@@ -103,27 +107,33 @@ class EventfulViT(ViT):
     b, n, _ = x.shape
     attn = block.attn
     h, hd = attn.num_heads, attn.dim_per_head
-    # qkv gate
+    # qkv gate -> q/k/v of the selected tokens -> buffers (heads first: [B, H, N, d])
     y = block.norm1(x)
     idx, valid = self._select(y, st.qkv_ref, capacity, budget, threshold)
     y_s, qkv_ref = F.gate_tokens(st.qkv_ref, y, idx, valid)
-    q_s, k_s, v_s = attn.qkv(y_s)
-    v_old_s = F.take_tokens(st.v, idx)
-    q, k, v = (F.put_tokens(buf, idx, new, valid) for buf, new in
+    q_s, k_s, v_s = (F.heads_first(t) for t in attn.qkv(y_s))          # [B, H, M, d]
+    v_old_s = F.take_tokens(st.v, idx, 2)
+    # Tokens selected but not valid keep their buffered values. The select on v_old_s (all
+    # true without a mask) also makes XLA read the old values before it updates v in place.
+    keep = (valid if valid is not None else idx >= 0)[:, None, :, None]
+    v_s = jnp.where(keep, v_s, v_old_s)
+    q, k, v = (F.put_tokens(buf, idx, new, valid, 2) for buf, new in
                ((st.q, q_s), (st.k, k_s), (st.v, v_s)))
+    if valid is not None:
+      q_s, k_s = F.take_tokens(q, idx, 2), F.take_tokens(k, idx, 2)
     # attention
     if self.variant == 'tokenwise':
-      logits = F.attention_logits(q, k, attn.softmax_scale)
+      logits = F.head_logits(q, k, attn.softmax_scale)
     else:
-      logits = F.sparse_qk_update(st.logits, q, k, idx, attn.softmax_scale)
+      logits, cols = F.sparse_qk_update(st.logits, q, k, q_s, k_s, idx, attn.softmax_scale)
     if self.variant == 'full':  # only the attention columns of the updated keys are needed
-      av, attn_ref = F.delta_av_update(st.av, st.attn_ref, F.softmax_columns(logits), v_old_s,
-                                       F.take_tokens(v, idx), idx, valid)
+      av, attn_ref = F.delta_av_update(st.av, st.attn_ref, F.softmax_columns(logits, cols),
+                                       v_old_s, v_s, idx, valid)
     else:
       weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
-      av, attn_ref = F.attend(weights, v), weights
+      av, attn_ref = F.head_attend(weights, v), st.attn_ref
     # proj gate -> output projection -> buffer
-    o = av.reshape(b, n, h * hd)
+    o = F.heads_first(av).reshape(b, n, h * hd)
     idx2, valid2 = self._select(o, st.proj_ref, capacity, budget, threshold)
     o_s, proj_ref = F.gate_tokens(st.proj_ref, o, idx2, valid2)
     proj_buf = F.put_tokens(st.proj_buf, idx2, attn.out(o_s.reshape(b, -1, h, hd)), valid2)
