@@ -6,13 +6,15 @@ and the counted operations, on a static-background clip.
 The clip: a fixed random background with a 48x48 bright square moving 8 px per frame (so a
 quarter of the tokens or fewer change). Jitted `step` per frame (the state stays on the
 device and is donated, so XLA updates it in place); the first frame, the dense `init_state`,
-is excluded. The dense model and every Eventful variant run in turn over the clip, for
-several rounds; a model's time is the median over its frames and rounds, and its speed-up is
-the median over rounds of (dense time / its time) in that round, so drift on a shared
-machine cancels. Random weights: the work does not depend on them. Batch 1 runs on one
+is excluded. Frames are timed in pairs: for every frame the dense model and each Eventful
+variant run back to back, so the load of a shared machine hits both alike; a model's time is
+its median over frames and rounds, and its speed-up the median over frames of (dense time /
+its time) on that frame. `--cores 1` pins the process to one core first (XLA then sizes its
+thread pool to it). Random weights: the work does not depend on them. Batch 1 runs on one
 device.
 """
 import argparse
+import os
 import time
 
 from common import device_description, git_revision, table, write_section
@@ -36,14 +38,17 @@ def make_clip(frames: int, size: int = 224) -> jnp.ndarray:
   return jnp.asarray(clip[:, None])       # [T, 1, H, W, C]
 
 
-def frame_times(run, frames: int) -> list[float]:
-  """Milliseconds of run.step(t) for t = 1 .. frames - 1, after run.reset() (untimed)."""
-  run.reset()
-  times = []
+def paired_frame_times(runners: dict, frames: int) -> dict[str, list[float]]:
+  """Milliseconds of run.step(t) per runner for t = 1 .. frames - 1, the runners taking turns
+  on each frame, after every run.reset() (untimed)."""
+  for run in runners.values():
+    run.reset()
+  times = {name: [] for name in runners}
   for t in range(1, frames):
-    start = time.perf_counter()
-    jax.block_until_ready(run.step(t))
-    times.append(1e3 * (time.perf_counter() - start))
+    for name, run in runners.items():
+      start = time.perf_counter()
+      jax.block_until_ready(run.step(t))
+      times[name].append(1e3 * (time.perf_counter() - start))
   return times
 
 
@@ -84,7 +89,10 @@ def main():
   parser.add_argument('--variant', default='B/16')
   parser.add_argument('--frames', type=int, default=16)
   parser.add_argument('--rounds', type=int, default=3)
+  parser.add_argument('--cores', type=int, default=0, help='pin to this many cores (0: all)')
   args = parser.parse_args()
+  if args.cores:  # before the first JAX computation creates XLA's thread pool
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.cores]))
   kw = dict(num_classes=1000, image_size=224, **parse_variant(args.variant))
   clip = make_clip(args.frames)
   dense = ViT(**kw)
@@ -101,28 +109,32 @@ def main():
   times = {name: [] for name in runners}
   ratios = {name: [] for name in runners}
   for round_ in range(args.rounds):
-    for name, run in runners.items():
-      times[name].append(frame_times(run, args.frames))
+    got = paired_frame_times(runners, args.frames)
     for name in runners:
-      ratios[name].append(np.median(times['dense'][-1]) / np.median(times[name][-1]))
+      times[name] += got[name]
+      ratios[name] += list(np.divide(got['dense'], got[name]))
     print(f'round {round_ + 1}/{args.rounds}: ' + ', '.join(
-        f'{name} {np.median(times[name][-1]):.0f} ms' for name in runners), flush=True)
+        f'{name} {np.median(got[name]):.0f} ms' for name in runners), flush=True)
   rows = []
   for name in runners:
-    ms = float(np.median(np.concatenate(times[name])))
+    ms = float(np.median(times[name]))
     tokens = n if name == 'dense' else int(name.rsplit('= ', 1)[1])
     label = 'dense ViT, every frame' if name == 'dense' else name
     rows.append([label, tokens, f'{macs[name]:.2f}', f'{ms:.0f}',
                  f'{np.median(ratios[name]):.2f}x', f'{macs["dense"] / macs[name]:.2f}x'])
+  cores = len(os.sched_getaffinity(0))
+  command = 'python benchmarks/eventful.py' + (f' --cores {args.cores}' if args.cores else '')
   body = (f'## Eventful Transformer speed ({args.variant}, 224 px, batch 1, {args.frames}-frame '
-          'static-background clip, fp32)\n\n'
-          f'`python benchmarks/eventful.py` at {git_revision()} on {device_description()} '
-          f'(batch 1: one host device). Time per frame after the first (median over frames and {args.rounds} '
-          'interleaved rounds); speed-up: median over rounds of dense / Eventful time in the same round; operations by '
-          '`tokensparse.flops.eventful_macs` (gates included).\n\n' +
+          f'static-background clip, fp32, {cores} CPU core{"s" * (cores > 1)})\n\n'
+          f'`{command}` at {git_revision()} on {device_description()}, '
+          f'{cores} in use (batch 1: one host device). Time per frame after the first: median '
+          f'over the frames of {args.rounds} rounds, the models taking turns on each frame; '
+          'speed-up: median over frames of dense / Eventful time on the same frame; operations '
+          'by `tokensparse.flops.eventful_macs` (gates included).\n\n' +
           table(['model', 'tokens recomputed per gate (N = %d)' % n, 'GMACs per frame',
                  'ms per frame', 'speed-up', 'fewer operations'], rows))
-  write_section(f'eventful_{args.variant.replace("/", "")}', body)
+  suffix = f'_{args.cores}core' if args.cores else ''
+  write_section(f'eventful_{args.variant.replace("/", "")}{suffix}', body)
 
 
 if __name__ == '__main__':
