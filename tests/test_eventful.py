@@ -34,9 +34,13 @@ def test_every_token_recomputed_equals_dense(setup, variant):
   assert updated.shape == (2, 5, 2, N)
 
 
-def test_threshold_zero_equals_dense(setup):
+@pytest.mark.parametrize('variant', ['tokenwise', 'sparse_qk'])
+def test_threshold_zero_equals_dense(setup, variant):
+  """A token whose error is exactly 0 has exactly its old input, so skipping it changes
+  nothing. (Not so for 'full': a skipped key's attention column still moves through the
+  softmax normalisation while delta AV keeps its reference.)"""
   clips, variables, want = setup
-  model = EventfulViT(**KW, capacity=N, variant='full', threshold=0.0)
+  model = EventfulViT(**KW, capacity=N, variant=variant, threshold=0.0)
   logits, updated = run_clip(model, variables, clips)
   np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
   # Background tokens did not change, so a threshold of 0 skips them.
@@ -130,6 +134,66 @@ def test_gate_moves_only_selected_references():
   selected, new_ref = F.gate_tokens(ref, cur, idx, valid)
   np.testing.assert_array_equal(selected, cur[:, [1, 3, 0]])
   np.testing.assert_array_equal(new_ref, [[[0, 0], [0, 3], [0, 0], [2, 0]]])
+
+
+def test_put_tokens_on_the_head_major_axis_matches_numpy():
+  rng = np.random.default_rng(0)
+  x, values = (rng.normal(size=s).astype(np.float32) for s in ((2, 3, 6, 4), (2, 3, 2, 4)))
+  idx = np.array([[4, 1], [0, 5]])
+  valid = np.array([[True, False], [True, True]])
+  want = x.copy()
+  for b in range(2):
+    for j in range(2):
+      if valid[b, j]:
+        want[b, :, idx[b, j]] = values[b, :, j]
+  got = F.put_tokens(jnp.asarray(x), jnp.asarray(idx), jnp.asarray(values), jnp.asarray(valid),
+                     axis=2)
+  np.testing.assert_allclose(got, want, rtol=0, atol=0)
+  np.testing.assert_allclose(F.take_tokens(jnp.asarray(x), jnp.asarray(idx), 2),
+                             np.stack([x[b][:, idx[b]] for b in range(2)]))
+
+
+def test_sparse_qk_and_softmax_columns_match_numpy():
+  rng = np.random.default_rng(1)
+  n, m, scale = 7, 3, 0.3
+  q_old, k_old = rng.normal(size=(2, n, 5)), rng.normal(size=(2, n, 5))
+  q, k = q_old.copy(), k_old.copy()
+  idx = np.array([[5, 0, 2]])
+  q[:, idx[0]], k[:, idx[0]] = rng.normal(size=(2, m, 5)), rng.normal(size=(2, m, 5))
+  stale = scale * np.einsum('hnd,hmd->hnm', q_old, k_old)
+  fresh = scale * np.einsum('hnd,hmd->hnm', q, k)
+  want = stale.copy()  # rows and columns of the updated tokens from the new q, k
+  want[:, idx[0], :], want[:, :, idx[0]] = fresh[:, idx[0], :], fresh[:, :, idx[0]]
+  j = lambda a: jnp.asarray(a[None], jnp.float32)
+  logits, cols = F.sparse_qk_update(j(stale), j(q), j(k), j(q[:, idx[0]]), j(k[:, idx[0]]),
+                                    jnp.asarray(idx), scale)
+  np.testing.assert_allclose(logits[0], want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(cols[0], want[:, :, idx[0]], rtol=1e-5, atol=1e-5)
+  e = np.exp(want - want.max(-1, keepdims=True))
+  np.testing.assert_allclose(F.softmax_columns(logits, cols)[0],
+                             (e / e.sum(-1, keepdims=True))[:, :, idx[0]], rtol=1e-5, atol=1e-6)
+
+
+def test_delta_av_with_a_validity_mask_matches_numpy():
+  rng = np.random.default_rng(2)
+  n, m, d = 6, 3, 4
+  a_ref = rng.uniform(size=(1, 2, n, n))             # queries x keys
+  v_buf = rng.normal(size=(1, 2, n, d))
+  idx, valid = np.array([[4, 1, 3]]), np.array([[True, True, False]])
+  v_new_s = rng.normal(size=(1, 2, m, d))
+  attn_cols = rng.uniform(size=(1, 2, n, m))
+  v_after, a_after = v_buf.copy(), a_ref.copy()    # only valid keys move
+  for j in range(m):
+    if valid[0, j]:
+      v_after[:, :, idx[0, j]] = v_new_s[:, :, j]
+      a_after[:, :, :, idx[0, j]] = attn_cols[:, :, :, j]
+  v_s = np.where(valid[:, None, :, None], v_new_s, v_buf[:, :, idx[0]])
+  av, attn_ref = F.delta_av_update(
+      jnp.asarray(a_ref @ v_buf, jnp.float32), jnp.asarray(np.swapaxes(a_ref, -1, -2), jnp.float32),
+      jnp.asarray(attn_cols, jnp.float32), jnp.asarray(v_buf[:, :, idx[0]], jnp.float32),
+      jnp.asarray(v_s, jnp.float32), jnp.asarray(idx), jnp.asarray(valid))
+  np.testing.assert_allclose(av, a_after @ v_after, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(attn_ref, np.swapaxes(a_after, -1, -2), rtol=1e-6, atol=1e-6)
 
 
 def test_bad_capacity_is_named():
