@@ -100,12 +100,14 @@ def main():
   n = dense.num_prefix + dense.num_patches
   runners = {'dense': Dense(dense, variables, clip)}
   macs = {'dense': flops.vit_macs(dense)['total'] / 1e9}
+  tokens = {'dense': n}
   for variant, r in (('full', n // 4), ('sparse_qk', n // 4), ('tokenwise', n // 4),
                      ('full', n // 2), ('full', n // 8)):
     model = EventfulViT(**kw, capacity=r, variant=variant)
     name = f'Eventful {variant}, r = {r}'
     runners[name] = Eventful(model, variables, clip)
     macs[name] = flops.eventful_macs(model)['total'] / 1e9
+    tokens[name] = r
   times = {name: [] for name in runners}
   ratios = {name: [] for name in runners}
   for round_ in range(args.rounds):
@@ -118,9 +120,8 @@ def main():
   rows = []
   for name in runners:
     ms = float(np.median(times[name]))
-    tokens = n if name == 'dense' else int(name.rsplit('= ', 1)[1])
     label = 'dense ViT, every frame' if name == 'dense' else name
-    rows.append([label, tokens, f'{macs[name]:.2f}', f'{ms:.0f}',
+    rows.append([label, tokens[name], f'{macs[name]:.2f}', f'{ms:.0f}',
                  f'{np.median(ratios[name]):.2f}x', f'{macs["dense"] / macs[name]:.2f}x'])
   cores = len(os.sched_getaffinity(0))
   command = 'python benchmarks/eventful.py' + (f' --cores {args.cores}' if args.cores else '')

@@ -144,8 +144,7 @@ class EventfulViT(ViT):
     y2_s, mlp_ref = F.gate_tokens(st.mlp_ref, y2, idx3, valid3)
     mlp_buf = F.put_tokens(st.mlp_buf, idx3, block.mlp(y2_s), valid3)
     x = x + mlp_buf
-    updated = jax.vmap(lambda i, m: jnp.zeros((n,), bool).at[i].set(m))(
-        idx, jnp.ones(idx.shape, bool) if valid is None else valid)
+    updated = F.token_slots(idx, n, valid) >= 0
     new = BlockState(qkv_ref=qkv_ref, q=q, k=k, v=v, logits=logits, attn_ref=attn_ref, av=av,
                      proj_ref=proj_ref, proj_buf=proj_buf, mlp_ref=mlp_ref, mlp_buf=mlp_buf)
     return x, new, updated
