@@ -4,7 +4,7 @@ import importlib.util
 
 import pytest
 
-from tokensparse import configs, models
+from tokensparse import configs, methods
 
 
 def load(path, arg=''):
@@ -18,7 +18,7 @@ def load(path, arg=''):
 def test_shipped_configs_validate_and_build(path):
   config = load(path)
   configs.validate(config)
-  models.build(config.model)
+  methods.build(config.model)
   assert config.is_locked
 
 

@@ -6,7 +6,7 @@ from safetensors.numpy import save_file
 
 import jax.numpy as jnp
 
-from tokensparse import convert, models
+from tokensparse import backbone, convert, methods
 from tests import numpy_vit
 
 DIMS = dict(width=32, depth=2, num_heads=4, mlp_dim=64, patch=4, channels=3, num_classes=5)
@@ -21,7 +21,7 @@ def make(tiny_model_config, seed=0, grid=4, distilled=False):
 
 
 def flax_logits(params, cfg, images):
-  logits, _ = models.build(cfg).apply({'params': params}, jnp.asarray(images))
+  logits, _ = methods.build(cfg).apply({'params': params}, jnp.asarray(images))
   return np.asarray(logits)
 
 

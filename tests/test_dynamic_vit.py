@@ -6,10 +6,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tokensparse import configs, convert, flops, losses, models
-from tokensparse import functional as F
-from tokensparse.models.dynamic_vit import DynamicViT, PooledViT, keep_counts
-from tokensparse.models.vit import ViT, parse_variant
+from tokensparse import configs, convert, losses, methods
+from tokensparse.methods.dynamic_vit import flops, objective
+from tokensparse.methods.dynamic_vit import ops as F
+from tokensparse.methods.dynamic_vit.model import DynamicViT, PooledViT, keep_counts
+from tokensparse.backbone.vit import ViT, parse_variant
 from tests import numpy_vit
 
 KW = dict(num_classes=5, image_size=32, patch_size=4, width=32, depth=4, num_heads=4, mlp_dim=64)
@@ -127,14 +128,14 @@ def test_keep_counts_for_any_grid():
 
 def test_losses_against_hand_values():
   masks = [jnp.array([[1., 1., 0., 0.]]), jnp.array([[1., 0., 0., 0.]])]
-  np.testing.assert_allclose(losses.keep_ratio_loss(masks, [0.7, 0.49]),
+  np.testing.assert_allclose(objective.keep_ratio_loss(masks, [0.7, 0.49]),
                              [((0.5 - 0.7) ** 2 + (0.25 - 0.49) ** 2) / 2], rtol=1e-6)
   s, t = jnp.array([[1.0, 2.0, 0.5]]), jnp.array([[0.2, 0.1, 3.0]])
   ps, pt = np.exp(s) / np.exp(s).sum(), np.exp(t) / np.exp(t).sum()
   np.testing.assert_allclose(losses.kl_to_teacher(s, t), [(pt * np.log(pt / ps)).sum()], rtol=1e-5)
   a, b = jnp.ones((1, 3, 2)), jnp.zeros((1, 3, 2))
-  assert float(losses.kept_token_mse(a, b, jnp.array([[1., 0., 1.]]))) == 1.0
-  assert float(losses.kept_token_mse(a, b, jnp.zeros((1, 3)))) == 0.0
+  assert float(objective.kept_token_mse(a, b, jnp.array([[1., 0., 1.]]))) == 1.0
+  assert float(objective.kept_token_mse(a, b, jnp.zeros((1, 3)))) == 0.0
 
 
 def test_official_checkpoint_import(tiny_model_config):
@@ -156,7 +157,7 @@ def test_official_checkpoint_import(tiny_model_config):
   np.testing.assert_array_equal(p['out_2']['kernel'], sd[pre + 'out_conv.4.weight'].T)
   np.testing.assert_array_equal(p['in_norm']['scale'], sd[pre + 'in_conv.0.weight'])
   # The predictor reproduces a numpy evaluation of the reference PredictorLG.
-  model = models.build(cfg)
+  model = methods.build(cfg)
   x = rng.standard_normal((1, 16, 32)).astype(np.float32)
   mask = np.ones((1, 16), np.float32)
   got = model.apply({'params': params}, jnp.asarray(x), jnp.asarray(mask),
@@ -275,7 +276,7 @@ def test_fine_tune_from_dense_workdir_freezes_backbone_in_warmup(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, after['params'][key], before['params'][key])
     jax.tree.map(np.testing.assert_array_equal, after['frozen']['teacher'][key],
                  before['params'][key])
-  init = models.build(config.model).init(
+  init = methods.build(config.model).init(
       {'params': jax.random.PRNGKey(config.seed), 'gumbel': jax.random.PRNGKey(0)},
       jnp.zeros((1, 28, 28, 1)))['params']
   moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),

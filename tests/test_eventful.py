@@ -4,10 +4,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tokensparse import flops
-from tokensparse import functional as F
-from tokensparse.models.eventful import VARIANTS, EventfulViT, run_clip
-from tokensparse.models.vit import ViT
+from tokensparse.methods.eventful import flops
+from tokensparse.methods.eventful import ops as F
+from tokensparse.methods.eventful.model import VARIANTS, EventfulViT, run_clip
+from tokensparse.backbone.vit import ViT
 
 KW = dict(num_classes=5, image_size=16, patch_size=4, width=32, depth=2, num_heads=4, mlp_dim=64)
 N = 17  # 16 patches + cls
@@ -215,14 +215,14 @@ def test_operation_counter():
 def test_a_timm_checkpoint_runs_eventful_and_matches_numpy(tiny_model_config):
   """Off-the-shelf weights: a timm state dict through the converter, every frame of a clip at
   r = N equals an independent numpy forward pass of that frame."""
-  from tokensparse import convert, models
+  from tokensparse import backbone, convert
   from tests import numpy_vit
   rng = np.random.default_rng(0)
   sd = numpy_vit.random_timm_state_dict(rng, width=32, depth=2, num_heads=4, mlp_dim=64,
                                         patch=4, channels=3, grid=4, num_classes=5)
   params, _ = convert.from_timm(sd, tiny_model_config)
   clip = rng.standard_normal((1, 3, 16, 16, 3)).astype(np.float32)
-  model = EventfulViT(**models.backbone_kwargs(tiny_model_config), variant='full')
+  model = EventfulViT(**backbone.backbone_kwargs(tiny_model_config), variant='full')
   logits, _ = run_clip(model, {'params': params}, jnp.asarray(clip))
   for t in range(3):
     want = numpy_vit.forward(sd, clip[:, t].astype(np.float64), num_heads=4, depth=2)

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import pytest
 
 from tokensparse import flops
-from tokensparse.models import vit
+from tokensparse.backbone import vit
 
 
 @pytest.mark.parametrize('variant,gmacs', [('Ti/16', 1.25), ('S/16', 4.60), ('B/16', 17.56)])

@@ -8,9 +8,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tokensparse import evaluate, export, inference, models
-from tokensparse.models.eventful import EventfulViT
-from tokensparse.models.vtp import prune
+from tokensparse import backbone, evaluate, export, inference, methods
+from tokensparse.methods.eventful.export import export_eventful_step
+from tokensparse.methods.eventful.model import EventfulViT
+from tokensparse.methods.vtp.model import prune
 from tokensparse.train import loop
 from tests import fake_data
 
@@ -28,7 +29,7 @@ def test_load_and_predict(trained):
   predictor = inference.load(workdir)
   images = np.random.default_rng(0).integers(0, 256, (5, 28, 28, 1)).astype(np.uint8)
   x = (images.astype(np.float32) / 255 - np.array(config.data.mean)) / np.array(config.data.std)
-  want = models.build(config.model).apply(predictor.variables, x)[0]
+  want = methods.build(config.model).apply(predictor.variables, x)[0]
   np.testing.assert_allclose(predictor.predict(images), want, rtol=1e-5, atol=1e-5)
   assert predictor.classify(images).shape == (5,)
 
@@ -70,7 +71,7 @@ def _predictor(tmp_path, **model):
   with config.unlocked():
     for k, v in model.items():
       config.model[k] = v
-  m = models.build(config.model)
+  m = methods.build(config.model)
   variables = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
   return inference.Predictor(config, dict(variables))
 
@@ -79,7 +80,7 @@ def _dynamic(tmp_path):
   config = fake_data.tiny_config(tmp_path)
   with config.unlocked():
     config.model.update(name='dynamic_vit', keep_ratio=0.7, prune_layers=(1,))
-  m = models.build(config.model)
+  m = methods.build(config.model)
   v = m.init({'params': jax.random.PRNGKey(0), 'gumbel': jax.random.PRNGKey(1)},
              jnp.zeros((1, 28, 28, 1)), train=True)
   return inference.Predictor(config, {'params': v['params']})
@@ -116,9 +117,9 @@ def test_exported_model_reloads_and_matches_any_batch(tmp_path, make):
 def test_exported_eventful_step_matches(tmp_path):
   predictor = _predictor(tmp_path)
   path = str(tmp_path / 'step.stablehlo')
-  export.save(export.export_eventful_step(predictor, 5), path)
+  export.save(export_eventful_step(predictor, 5), path)
   run = export.load(path)
-  model = EventfulViT(**models.backbone_kwargs(predictor.config.model), capacity=5)
+  model = EventfulViT(**backbone.backbone_kwargs(predictor.config.model), capacity=5)
   step = jax.jit(lambda s, f: model.apply(predictor.variables, s, f, method=EventfulViT.step))
   for b in (1, 2):
     frames = jax.random.normal(jax.random.PRNGKey(b), (b, 28, 28, 1))

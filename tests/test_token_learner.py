@@ -5,10 +5,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tokensparse import configs, flops, models
+from tokensparse import configs, methods
 from tokensparse import functional as F
-from tokensparse.models.token_learner import TokenFuser, TokenLearner, TokenLearnerViT
-from tokensparse.models.vit import ViT, parse_variant
+from tokensparse.methods.token_learner import flops
+from tokensparse.methods.token_learner.model import TokenFuser, TokenLearner, TokenLearnerViT
+from tokensparse.backbone.vit import ViT, parse_variant
 from tokensparse.train import loop
 from tests import fake_data
 
@@ -232,7 +233,7 @@ def test_bad_settings_name_the_field(tl, message):
 
 def test_build_places_the_learner_at_the_fraction():
   c = _tl_config(at=0.75)
-  assert models.build(c.model).learner_layer == 3
+  assert methods.build(c.model).learner_layer == 3
   configs.validate(c)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from tokensparse import configs, models
+from tokensparse import configs, methods
 from tokensparse.data import Data
 from tokensparse.train import checkpoint, loop, steps
 from tests import fake_data
@@ -22,7 +22,7 @@ def _leaves_close(a, b, atol):
 
 
 def _sgd_setup(tiny_model_config):
-  model = models.build(tiny_model_config)
+  model = methods.build(tiny_model_config)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
   tx = optax.sgd(0.5)  # plain SGD: a wrong gradient scale shows directly in the update
   cfg = configs.base()
@@ -111,7 +111,7 @@ def test_eval_counts_every_example_once(tmp_path, eval_batch_size):
   assert sum(m.sum() for m in seen) == 37
 
   # The pmapped eval equals a plain loop over all 37 examples.
-  model = models.build(config.model)
+  model = methods.build(config.model)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))['params']
   state = steps.TrainState.create(params, optax.sgd(0.1), jax.random.PRNGKey(0))
   loss_fn = steps.classification_loss(config)
@@ -180,7 +180,7 @@ def test_init_from_timm_file_skips_head_and_needs_rgb(tmp_path):
 
   with config.unlocked():
     config.data.to_rgb = True
-  model = models.build(config.model)
+  model = methods.build(config.model)
   params = loop.init_params(model, config, jax.random.PRNGKey(0), channels=3)
   loaded = loop.load_pretrained(params, config, model)
   np.testing.assert_array_equal(loaded['cls'], sd['cls_token'])

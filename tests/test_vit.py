@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tokensparse import functional as F
-from tokensparse import models
-from tokensparse.models import vit
+from tokensparse import methods
+from tokensparse.backbone import vit
 
 
 def count(module, size=224):
@@ -24,7 +24,7 @@ def test_deit_parameter_counts_match_timm():
 
 
 def test_shapes_and_aux(tiny_model_config):
-  model = models.build(tiny_model_config)
+  model = methods.build(tiny_model_config)
   x = jnp.ones((2, 16, 16, 3))
   params = model.init(jax.random.PRNGKey(0), x)
   logits, aux = model.apply(params, x, capture_blocks=True)
@@ -37,7 +37,7 @@ def test_shapes_and_aux(tiny_model_config):
 
 def test_distilled_logits_are_the_mean_of_both_heads(tiny_model_config):
   tiny_model_config.distilled = True
-  model = models.build(tiny_model_config)
+  model = methods.build(tiny_model_config)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
   params = model.init(jax.random.PRNGKey(0), x)
   logits, aux = model.apply(params, x)
@@ -46,7 +46,7 @@ def test_distilled_logits_are_the_mean_of_both_heads(tiny_model_config):
 
 
 def test_wrong_image_size_is_refused(tiny_model_config):
-  model = models.build(tiny_model_config)
+  model = methods.build(tiny_model_config)
   params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 16, 16, 3)))
   with pytest.raises(ValueError, match=r'expects \[batch, 16, 16, channels\] \(model.image_size=16\)'):
     model.apply(params, jnp.ones((1, 32, 32, 3)))
@@ -56,7 +56,7 @@ def test_per_layer_widths(tiny_model_config):
   import ml_collections
   cfg = ml_collections.ConfigDict({**tiny_model_config.to_dict(), 'mlp_dim': [64, 24],
                                    'head_dim': [8, 4]})
-  model = models.build(cfg)
+  model = methods.build(cfg)
   params = model.init(jax.random.PRNGKey(0), jnp.ones((1, 16, 16, 3)))['params']
   b0, b1 = params['Transformer']['encoderblock_0'], params['Transformer']['encoderblock_1']
   assert b0['MlpBlock_3']['Dense_0']['kernel'].shape == (32, 64)
@@ -68,7 +68,7 @@ def test_gelu_is_exact():
   x = jnp.linspace(-4, 4, 9)
   import math
   exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in np.asarray(x)])
-  from tokensparse.layers import gelu
+  from tokensparse.backbone.layers import gelu
   np.testing.assert_allclose(gelu(x), exact, atol=1e-6)
 
 

@@ -5,10 +5,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tokensparse import configs, flops, models, prune as prune_cli
-from tokensparse import functional as F
-from tokensparse.models.vit import ViT
-from tokensparse.models.vtp import VTPViT, keep_masks, masked_scores, prune
+from tokensparse import configs, flops, methods
+from tokensparse.methods.vtp import ops as F
+from tokensparse.methods.vtp import prune as prune_cli
+from tokensparse.backbone.vit import ViT
+from tokensparse.methods.vtp.model import VTPViT, keep_masks, masked_scores, prune
 from tokensparse.train import checkpoint, loop
 from tests import fake_data
 
@@ -140,8 +141,8 @@ def test_sparsity_training_prune_and_finetune_round_trip(tmp_path, capsys):
   new_params = mngr.restore(0, args=checkpoint.ocp.args.Composite(
       state=checkpoint.ocp.args.StandardRestore()))['state']['params']
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 28, 28, 1))
-  got = models.build(restored.model).apply({'params': new_params}, x)[0]
-  want = models.build(config.model).apply(
+  got = methods.build(restored.model).apply({'params': new_params}, x)[0]
+  want = methods.build(config.model).apply(
       {'params': params, 'scores': masked_scores(scores, 0.4)}, x)[0]
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   for name in ('pruning.md', 'pruning.png'):

@@ -11,7 +11,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
-from tokensparse.models.vit import VARIANTS
+from tokensparse import backbone
 
 
 def base() -> ml_collections.ConfigDict:
@@ -81,51 +81,18 @@ def _fail(field: str, value, why: str):
   raise ValueError(f'{field}={value!r}: {why}')
 
 
+def validate_model(config) -> dict:
+  """Raise ValueError naming the first model field (backbone, then the method's own) that
+  cannot work; return the backbone kwargs."""
+  from tokensparse import methods  # pylint: disable=g-import-not-at-top
+  kw = backbone.validate(config.model)
+  methods.get(config.model.get('name', 'vit')).validate(config, kw)
+  return kw
+
+
 def validate(config) -> None:
   """Raise ValueError naming the first field whose value cannot work."""
-  m = config.model
-  if m.get('variant') is not None:
-    name, _, patch = m.variant.partition('/')
-    if name not in VARIANTS or not patch.isdigit():
-      _fail('model.variant', m.variant, f'expected one of {sorted(VARIANTS)} + "/patch", e.g. "S/16"')
-  from tokensparse import models  # pylint: disable=g-import-not-at-top
-  kw = models.backbone_kwargs(m)
-  for field in ('num_classes', 'image_size', 'patch_size', 'width', 'depth', 'num_heads'):
-    if not isinstance(kw[field], int) or kw[field] <= 0:
-      _fail(f'model.{field}', kw[field], 'must be a positive integer')
-  if kw['image_size'] % kw['patch_size']:
-    _fail('model.image_size', kw['image_size'],
-          f'not divisible by model.patch_size={kw["patch_size"]}')
-  for field in ('mlp_dim', 'head_dim'):
-    value = kw.get(field)
-    if isinstance(value, (list, tuple)) and len(value) != kw['depth']:
-      _fail(f'model.{field}', m[field], f'needs one entry per block (model.depth={kw["depth"]})')
-  if kw.get('head_dim') is None and kw['width'] % kw['num_heads']:
-    _fail('model.num_heads', kw['num_heads'], f'does not divide model.width={kw["width"]}')
-  for field in ('dropout', 'attn_dropout', 'droppath'):
-    if not 0.0 <= m.get(field, 0.0) < 1.0:
-      _fail(f'model.{field}', m[field], 'must be in [0, 1)')
-
-  if m.get('classifier', 'token') not in ('token', 'gap'):
-    _fail('model.classifier', m.classifier, "expected 'token' or 'gap'")
-  if m.get('distilled') and m.get('classifier', 'token') != 'token':
-    _fail('model.distilled', m.distilled, "a distillation token needs model.classifier='token'")
-  if not isinstance(m.get('num_frames', 0), int) or m.get('num_frames', 0) < 0:
-    _fail('model.num_frames', m.num_frames, 'must be 0 (images) or the frames per clip')
-  if m.get('name') == 'dynamic_vit':
-    _validate_dynamic_vit(m, kw)
-  if m.get('name') == 'token_learner':
-    _validate_token_learner(m, kw)
-  if m.get('name') == 'vtp' and not config.get('vtp', {}).get('l1_weight', -1) >= 0:
-    _fail('vtp.l1_weight', config.get('vtp', {}).get('l1_weight'),
-          'must be set and >= 0 (the paper: 1e-4)')
-  if m.get('name') == 'pooled_vit':
-    grid = kw['image_size'] // kw['patch_size']
-    if grid % 2:
-      _fail('model.image_size', kw['image_size'], f'2x2 pooling needs an even patch grid, not {grid}')
-    if not 0 <= m.pool_layer < kw['depth']:
-      _fail('model.pool_layer', m.pool_layer, f'must be a block index in [0, {kw["depth"] - 1}]')
-
+  validate_model(config)
   if config.batch_size <= 0:
     _fail('batch_size', config.batch_size, 'must be positive')
   if config.get('total_steps', 0) <= 0 and config.num_epochs <= 0:
@@ -145,38 +112,3 @@ def validate(config) -> None:
     _fail('data.std', d.std, f'needs as many entries as data.mean={d.mean}')
   if any(s <= 0 for s in d.std):
     _fail('data.std', d.std, 'entries must be positive')
-
-
-def _validate_dynamic_vit(m, kw) -> None:
-  from tokensparse.models.dynamic_vit import keep_counts  # pylint: disable=g-import-not-at-top
-  if not 0.0 < m.keep_ratio <= 1.0:
-    _fail('model.keep_ratio', m.keep_ratio, 'must be in (0, 1]')
-  layers = list(m.prune_layers)
-  if not layers or layers != sorted(set(layers)) or layers[0] < 1 or layers[-1] >= kw['depth']:
-    _fail('model.prune_layers', tuple(layers),
-          f'must be increasing block indices in [1, {kw["depth"] - 1}] (model.depth={kw["depth"]})')
-  n = (kw['image_size'] // kw['patch_size']) ** 2
-  counts = keep_counts(n, m.keep_ratio, len(layers))
-  if min(counts) < 1:
-    _fail('model.keep_ratio', m.keep_ratio,
-          f'keeps {counts} of {n} patch tokens; every stage must keep at least one')
-
-
-def _validate_token_learner(m, kw) -> None:
-  from tokensparse.models import learner_layer  # pylint: disable=g-import-not-at-top
-  tl = m.token_learner
-  if not 0.0 < tl.at < 1.0:
-    _fail('model.token_learner.at', tl.at, 'must be a fraction of the depth in (0, 1)')
-  layer = learner_layer(tl.at, kw['depth'])
-  if not 0 < layer < kw['depth']:
-    _fail('model.token_learner.at', tl.at,
-          f'puts the learner before block {layer}; needs 1..{kw["depth"] - 1} '
-          f'(model.depth={kw["depth"]})')
-  n = (kw['image_size'] // kw['patch_size']) ** 2
-  if not isinstance(tl.num_tokens, int) or not 0 < tl.num_tokens <= n:
-    _fail('model.token_learner.num_tokens', tl.num_tokens,
-          f'must be a positive integer no larger than the {n} patch positions per image')
-  if tl.get('version', 'v1.1') not in ('v1.0', 'v1.1'):
-    _fail('model.token_learner.version', tl.version, "expected 'v1.0' or 'v1.1'")
-  if tl.get('reduce', 'sum') not in ('sum', 'mean'):
-    _fail('model.token_learner.reduce', tl.reduce, "expected 'sum' or 'mean'")

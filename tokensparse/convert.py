@@ -22,7 +22,7 @@ import numpy as np
 from flax import traverse_util
 
 from tokensparse import functional as F
-from tokensparse import models
+from tokensparse import backbone, methods
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -137,9 +137,8 @@ def _to_numpy(v) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- mapping
 def _template(model_config) -> tuple[Any, dict[tuple[str, ...], tuple[int, ...]]]:
-  module = models.build(model_config)
-  size = module.image_size
-  shapes = jax.eval_shape(module.init, jax.random.key(0), np.zeros((1, size, size, 3), np.float32))
+  module = methods.build(model_config)
+  shapes = jax.eval_shape(module.init, jax.random.key(0), backbone.dummy_input(model_config, 3))
   flat = traverse_util.flatten_dict(shapes['params'])
   return module, {k: tuple(v.shape) for k, v in flat.items()}
 
@@ -194,7 +193,7 @@ def _assemble(source: Mapping[str, np.ndarray],
 
 def timm_rules(model_config) -> list:
   """Rules mapping timm/DeiT names onto this library's parameter paths."""
-  kw = models.backbone_kwargs(_model_config(model_config))
+  kw = backbone.backbone_kwargs(_model_config(model_config))
   depth, width, heads = kw['depth'], kw['width'], kw['num_heads']
   rules = [
       ('cls_token', ('cls',), lambda w: w),
@@ -232,35 +231,19 @@ def timm_rules(model_config) -> list:
   return rules
 
 
-def dynamic_vit_rules(model_config) -> list:
-  """The official DynamicViT predictors (`score_predictor.{s}.in_conv.{0,1}` = LayerNorm, Linear;
-  `out_conv.{0,2,4}` = the three Linears) onto `predictor_{s}`."""
-  mc = _model_config(model_config)
-  rules = []
-  for s in range(len(mc.prune_layers)):
-    src, dst = f'score_predictor.{s}.', (f'predictor_{s}',)
-    for tn, fn, kind in (('in_conv.0', 'in_norm', 'ln'), ('in_conv.1', 'in_dense', 'dense'),
-                         ('out_conv.0', 'out_0', 'dense'), ('out_conv.2', 'out_1', 'dense'),
-                         ('out_conv.4', 'out_2', 'dense')):
-      rules += [(f'{src}{tn}.weight', dst + (fn, 'scale' if kind == 'ln' else 'kernel'),
-                 (lambda w: w) if kind == 'ln' else (lambda w: w.T)),
-                (f'{src}{tn}.bias', dst + (fn, 'bias'), lambda w: w)]
-  return rules
-
-
 def from_timm(state_dict: Mapping[str, Any], config, *, skip: tuple[str, ...] = (),
               extra_rules: list | None = None) -> tuple[dict, dict]:
   """timm / DeiT state dict ({name: array or torch tensor}) -> (Flax params, info).
 
-  `config` is the experiment config or its `model` part. `extra_rules` lets a method (e.g.
-  DynamicViT's predictors) add its own (source, path, transform) rules.
+  `config` is the experiment config or its `model` part. The method of `model.name` adds the
+  rules of its own parameters (e.g. official predictor weights); `extra_rules` adds more.
   """
   if isinstance(state_dict.get('model'), Mapping):  # DeiT files wrap weights in {'model': ...}
     state_dict = state_dict['model']
   sd = {k.removeprefix('module.'): _to_numpy(v) for k, v in state_dict.items()}
-  rules = timm_rules(config) + list(extra_rules or [])
-  if _model_config(config).get('name') == 'dynamic_vit':
-    rules += dynamic_vit_rules(config)
+  mc = _model_config(config)
+  rules = timm_rules(config) + methods.get(mc.get('name', 'vit')).checkpoint_rules(mc)
+  rules += list(extra_rules or [])
   return _assemble(sd, rules, config, 'timm', (IMAGENET_MEAN, IMAGENET_STD), skip)
 
 

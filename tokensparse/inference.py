@@ -8,9 +8,11 @@
 `predict` normalises pixels with the config's mean/std and runs the model in inference mode
 (DynamicViT: top-k gather; TokenLearner; pruned VTP; any backbone), compiled once per batch
 size. Inputs of the wrong size or channel count are refused with the shape the model needs.
-`predictor.clip_runner(capacity, variant)` runs clips [B, T, H, W, C] through an Eventful
-Transformer built on the same weights (per-frame logits).
+`predictor.clip_runner(capacity, variant)` runs clips [B, T, H, W, C] through a per-frame video
+method (the Eventful Transformer) built on the same weights (per-frame logits).
 A timm / DeiT / vit_jax file needs the model config: `load(path, config=config)`.
+`load(path, method='tome:r=8')` runs the weights through another method on the same backbone
+(the training-free ones: ToMe, EViT, the Eventful Transformer).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tokensparse import convert, models
+from tokensparse import convert, methods
 from tokensparse.data import pipeline
 from tokensparse.train import checkpoint
 
@@ -32,7 +34,7 @@ class Predictor:
 
   def __init__(self, config, variables: dict[str, Any]):
     self.config = config
-    self.model = models.build(config.model)
+    self.model = methods.build(config.model)
     self.variables = variables
     self.mean = np.asarray(config.data.mean, np.float32)
     self.std = np.asarray(config.data.std, np.float32)
@@ -69,28 +71,14 @@ class Predictor:
 
   def clip_runner(self, capacity: int = 0, variant: str = 'full',
                   threshold: float | None = None) -> Callable:
-    """A jitted fn: pixel clips [B, T, H, W, C] -> per-frame logits [B, T, classes], run by an
-    Eventful Transformer on this predictor's (per-frame image model's) weights."""
-    from tokensparse.models.eventful import EventfulViT, run_clip  # pylint: disable=g-import-not-at-top
-    if self.config.model.get('name', 'vit') != 'vit' or self.model.num_frames:
-      raise ValueError(f'Eventful runs a per-frame image ViT; this model is '
-                       f'{self.config.model.name!r} with num_frames={self.model.num_frames}')
-    eventful = EventfulViT(**models.backbone_kwargs(self.config.model), capacity=capacity,
-                           variant=variant, threshold=threshold)
-    run = jax.jit(lambda v, c: run_clip(eventful, v, c)[0])
-
-    def fn(clips):
-      shape = tuple(np.shape(clips))
-      if len(shape) != 5 or shape[2:] != self.input_shape:
-        raise ValueError(f'clips have shape {shape}; expected [batch, frames, '
-                         f'{", ".join(map(str, self.input_shape))}]')
-      return run(self.variables, self.normalize(clips))
-    return fn
+    """A jitted fn: pixel clips [B, T, H, W, C] -> per-frame logits [B, T, classes], run by the
+    registry's per-frame video method on this predictor's (image model's) weights."""
+    return methods.clip_runner(self, capacity, variant, threshold)
 
 
 def restore_variables(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
   """(config, variables) from the latest checkpoint of a tokensparse work directory."""
-  mngr = checkpoint.manager(workdir)
+  mngr = checkpoint.manager(workdir, create=False)
   if mngr.latest_step() is None:
     raise FileNotFoundError(f'{workdir}: no checkpoint (expected {workdir}/checkpoints/<step>)')
   config = ml_collections.ConfigDict(checkpoint.load_config(workdir))
@@ -101,17 +89,25 @@ def restore_variables(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str
   return config, variables
 
 
-def load(path: str, config=None) -> Predictor:
+def load(path: str, config=None, method: str | None = None) -> Predictor:
   """A Predictor from a tokensparse work directory, or from a timm/DeiT/vit_jax checkpoint file
-  with its model/data `config` (an ml_collections ConfigDict as in configs/)."""
+  with its model/data `config` (an ml_collections ConfigDict as in configs/). `method`
+  ('name:key=value,...') runs the weights through that method instead (same backbone)."""
   if os.path.isdir(path):
     config_, variables = restore_variables(path)
-    return Predictor(config or config_, variables)
+    config = config or config_
+    if method:
+      config = methods.retarget(config, method)
+      from tokensparse import configs  # pylint: disable=g-import-not-at-top
+      configs.validate_model(config)
+    return Predictor(config, variables)
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path}: no such work directory or checkpoint file')
   if config is None:
     raise ValueError(f'{path} is a checkpoint file: pass config= (model and data fields) to '
                      'say which architecture it holds')
+  if method:
+    config = methods.retarget(config, method)
   params, info = convert.load_checkpoint(path, config)
   if 'mean' in info and config.data.get('mean') is None:
     config.data.mean, config.data.std = info['mean'], info['std']

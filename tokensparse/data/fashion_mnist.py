@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 DEFAULT_SOURCE_DIR = '/usr/share/datasets/fashion-mnist'
+DEFAULT_DATA_DIR = os.path.join(os.path.expanduser('~'), 'tensorflow_datasets')
 CLASS_NAMES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
                'Sneaker', 'Bag', 'Ankle boot')
 FILES = {'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),

@@ -112,12 +112,12 @@ def load_clips(size: int, limit: int, split: str = 'test', data_dir: str = '',
   """(clips uint8 [n, T, size, size, 1], labels [n]) of the first `limit` clips of `split`,
   each frame centred on a black size x size canvas (for per-frame models trained on larger
   canvases; the item keeps its 28x28 size). Builds the dataset on first use."""
-  from tokensparse.data import pipeline  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  name = 'moving_fashion_mnist' + ('' if config == 'default' else f'/{config}')
-  source = pipeline.open_split(pipeline.get_builder(ml_collections.ConfigDict(dict(
-      name=name, data_dir=data_dir, source_dir=''))), split)
-  rows = pipeline.read_many(source, list(range(min(limit, len(source)))))
+  builder = MovingFashionMnist(data_dir=data_dir or fashion_mnist.DEFAULT_DATA_DIR,
+                               file_format='array_record', config=config)
+  if not builder.is_prepared():
+    builder.download_and_prepare()
+  source = builder.as_data_source(split=split)
+  rows = [source[i] for i in range(min(limit, len(source)))]
   clips = np.stack([r['video'] for r in rows])
   h = clips.shape[2]
   if size < h:

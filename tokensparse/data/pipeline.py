@@ -25,7 +25,7 @@ from tokensparse.data import fashion_mnist, moving_fashion_mnist
 
 LOCAL_BUILDERS = {'fashion_mnist': fashion_mnist.FashionMnist,
                   'moving_fashion_mnist': moving_fashion_mnist.MovingFashionMnist}
-DEFAULT_DATA_DIR = os.path.join(os.path.expanduser('~'), 'tensorflow_datasets')
+DEFAULT_DATA_DIR = fashion_mnist.DEFAULT_DATA_DIR
 
 
 @dataclasses.dataclass(frozen=True)

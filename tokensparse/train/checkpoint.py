@@ -16,8 +16,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
-def manager(workdir: str, keep: int = 3) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+def manager(workdir: str, keep: int = 3, create: bool = True) -> ocp.CheckpointManager:
+  """The work directory's checkpoint manager; `create=False` (for readers) writes nothing and
+  fails with FileNotFoundError where there is no checkpoints/ folder."""
+  if not create and not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    raise FileNotFoundError(f'{workdir}: no checkpoint (expected {workdir}/checkpoints/<step>)')
+  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
                                          enable_async_checkpointing=False)
   return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
                                options=options, item_names=('state', 'config'))
@@ -60,7 +64,7 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None):
 
 def load_config(workdir_or_step_dir: str) -> dict:
   """The config JSON saved beside the latest checkpoint of a work directory."""
-  mngr = manager(workdir_or_step_dir)
+  mngr = manager(workdir_or_step_dir, create=False)
   step = mngr.latest_step()
   if step is None:
     raise FileNotFoundError(f'no checkpoint under {workdir_or_step_dir}/checkpoints')

@@ -21,11 +21,11 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from tokensparse import backbone, convert, methods
 from tokensparse import configs as config_lib
-from tokensparse import convert, models
 from tokensparse import functional as F
 from tokensparse.data import Data
-from tokensparse.train import checkpoint, objectives, optim, steps
+from tokensparse.train import checkpoint, optim, steps
 
 
 def log(msg: str) -> None:
@@ -82,17 +82,17 @@ def format_eta(seconds: float) -> str:
 
 
 def init_params(model, config, rng, channels: int):
-  size, frames = config.model.image_size, config.model.get('num_frames', 0)
-  dummy = np.zeros((1,) + ((frames,) if frames else ()) + (size, size, channels), np.float32)
-  variables = jax.jit(model.init)(rng, dummy)
-  collections = getattr(model, 'collections', ('params',))
-  if len(collections) > 1:  # e.g. VTP: {'params': ..., 'scores': ...}, all trained
+  """Fresh trainable variables: the 'params' tree, or {collection: tree} for a method that
+  trains several collections."""
+  variables = jax.jit(model.init)(rng, backbone.dummy_input(config.model, channels))
+  collections = methods.get(config.model.name).collections
+  if len(collections) > 1:
     return {c: variables[c] for c in collections}
   return variables['params']
 
 
 def is_multi_collection(params) -> bool:
-  """True for trees that hold several variable collections ({'params', 'scores'} for VTP)."""
+  """True for trees that hold several variable collections ({'params', ...})."""
   return isinstance(params, dict) and 'params' in params and 'Transformer' not in params
 
 
@@ -103,14 +103,13 @@ def load_pretrained(params, config, model) -> Any:
     return {**params, 'params': load_pretrained(params['params'], config, model)}
   path, skip = config.init_from.path, tuple(config.init_from.get('skip') or ())
   if os.path.isdir(path):
-    mngr = checkpoint.manager(path)
-    if mngr.latest_step() is None:
-      raise FileNotFoundError(f'init_from.path={path!r}: no checkpoint in that work directory')
-    restored = mngr.restore(mngr.latest_step(),
-                            args=checkpoint.ocp.args.Composite(state=checkpoint.ocp.args.StandardRestore()))
-    loaded, info = restored['state']['params'], {'format': 'tokensparse', 'path': path}
-    if is_multi_collection(loaded):
-      loaded = loaded['params']
+    from tokensparse import inference  # pylint: disable=g-import-not-at-top
+    try:
+      _, variables = inference.restore_variables(path)
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f'init_from.path={path!r}: no checkpoint in that work '
+                              'directory') from e
+    loaded, info = variables['params'], {'format': 'tokensparse', 'path': path}
   else:
     loaded, info = convert.load_checkpoint(path, config, skip=skip)
   flat, new = traverse_util.flatten_dict(params), traverse_util.flatten_dict(loaded)
@@ -164,7 +163,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   total_steps = config.get('total_steps') or int(math.ceil(config.num_epochs * steps_per_epoch))
   warmup_steps = config.get('warmup_steps') or int(config.warmup_epochs * steps_per_epoch)
 
-  model = models.build(config.model)
+  method = methods.get(config.model.name)
+  model = method.build(config.model)
   rng = jax.random.PRNGKey(config.seed)
   channels = 3 if config.data.get('to_rgb') else meta.image_shape[-1]
   params = init_params(model, config, rng, channels)
@@ -173,7 +173,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   tx, lr_fn = optim.make(config, params, total_steps, warmup_steps)
   state = steps.TrainState.create(params, tx, jax.random.fold_in(rng, 1),
-                                  frozen=objectives.frozen_variables(config, params))
+                                  frozen=method.frozen_variables(config, params))
 
   os.makedirs(workdir, exist_ok=True)  # only now: a bad config or dataset writes nothing
   mngr = checkpoint.manager(workdir, config.get('keep_checkpoints', 3))
@@ -185,7 +185,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       f'{meta.num_classes} classes; model {config.model.name} with {n_params:,} parameters; '
       f'{total_steps} steps of batch {config.batch_size} ({steps_per_epoch} per epoch)')
 
-  loss_fn = objectives.loss_fn(config)
+  loss_fn = method.loss_fn(config)
   p_train = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx, loss_fn=loss_fn,
                                        lr_fn=lr_fn), axis_name=steps.AXIS, donate_argnums=(0,))
   p_eval = jax.pmap(functools.partial(steps.eval_step, model=model, loss_fn=loss_fn),

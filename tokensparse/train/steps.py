@@ -46,9 +46,12 @@ def unreplicate(tree):
   return jax.tree.map(lambda x: x[0], tree)
 
 
-def rngs(rng: jax.Array, train: bool) -> dict[str, jax.Array]:
-  """Named RNG streams for a training forward pass (dropout, DynamicViT's Gumbel noise)."""
-  return {'dropout': rng, 'gumbel': jax.random.fold_in(rng, 1)} if train else {}
+def rngs(rng: jax.Array, train: bool, streams: tuple[str, ...] = ()) -> dict[str, jax.Array]:
+  """Named RNG streams for a training forward pass: 'dropout', plus the `streams` a method's
+  model draws from (stream i from fold_in(rng, i + 1))."""
+  if not train:
+    return {}
+  return {'dropout': rng, **{s: jax.random.fold_in(rng, i + 1) for i, s in enumerate(streams)}}
 
 
 def classification_metrics(logits, labels, per_example_loss, mask) -> dict:

@@ -11,8 +11,9 @@ tokens are ordered frame by frame, so `x[:, p:].reshape(B, T, N, D)` recovers th
 
 `ViT.__call__` returns `(logits, aux)`; aux holds `tokens` (final normed tokens [B, T, D]),
 `pre_logits` ([B, D]) and, with `capture_blocks=True`, `blocks` (each block's output).
-Method models call the pieces (`embed`, `blocks`, `Transformer.encoder_norm`, `classify`)
-themselves.
+Method models (tokensparse/methods/) subclass ViT and call the pieces themselves:
+`embed` -> their own walk over `blocks` (using the blocks' hooks, see layers.py) -> `finish`
+(final norm -> head -> aux -> float32 logits).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tokensparse import layers
+from tokensparse.backbone import layers
 
 # name -> (width, depth, num_heads, mlp_dim); the patch size comes as '/16' in a variant string.
 VARIANTS = {
@@ -213,6 +214,16 @@ class ViT(nn.Module):
       logits = (logits + aux['logits_dist']) / 2
     return logits, aux
 
+  def finish(self, x: jax.Array, aux: dict[str, Any] | None = None
+             ) -> tuple[jax.Array, dict[str, Any]]:
+    """The forward tail every model shares: final tokens [B, T, D] -> encoder_norm -> head ->
+    (float32 logits [B, classes], aux updated with the head's entries and the normed 'tokens')."""
+    tokens = self.Transformer.encoder_norm(x)
+    logits, head_aux = self.classify(tokens)
+    aux = dict(aux or {})
+    aux.update(head_aux, tokens=tokens)
+    return logits.astype(jnp.float32), aux
+
   def __call__(self, images: jax.Array, train: bool = False,
                capture_blocks: bool = False) -> tuple[jax.Array, dict[str, Any]]:
     deterministic = not train
@@ -222,9 +233,4 @@ class ViT(nn.Module):
       x = block(x, deterministic)
       if capture_blocks:
         outs.append(x)
-    tokens = self.Transformer.encoder_norm(x)
-    logits, aux = self.classify(tokens)
-    aux['tokens'] = tokens
-    if capture_blocks:
-      aux['blocks'] = outs
-    return logits.astype(jnp.float32), aux
+    return self.finish(x, {'blocks': outs} if capture_blocks else {})

@@ -6,10 +6,19 @@ are mapped onto this scheme in `tokensparse.convert`.
 
 Modules are written with `setup` (not `@compact`) so method models can call their parts one
 at a time: `block.attn.qkv(y)`, `block.mlp(y)`, `block.norm1(x)`.
+
+Extension points (generic, in the spirit of Flax's `attention_fn` and timm's `block_fn`; no
+method is named here):
+  * `Attention(x, bias=, weights_fn=, qkv_fn=, with_info=)`: an additive logit bias
+    broadcast to [B, H, N, M]; a replacement for the softmax (logits -> weights); a transform
+    of the projected q, k, v; and, with `with_info`, the q/k/v and weights it used.
+  * `MlpBlock(x, hidden_fn=)`: a transform of the hidden activations after GELU.
+  * `EncoderBlock.attend(x, ...)` and `EncoderBlock.feed_forward(x, ...)`: the two residual
+    halves of a block, so a method can act on the tokens between them.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -18,6 +27,8 @@ import jax.numpy as jnp
 from tokensparse import functional as F
 
 Dtype = Any
+WeightsFn = Callable[[jax.Array], jax.Array]            # logits [B, H, N, M] -> weights
+QkvFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
 LN_EPS = 1e-6  # DeiT / ViT backbone LayerNorm epsilon.
 
 
@@ -64,21 +75,26 @@ class Attention(nn.Module):
     """x: [B, N, D] -> q, k, v each [B, N, H, d]."""
     return self.query(x), self.key(x), self.value(x)
 
-  def __call__(self, x: jax.Array, deterministic: bool = True,
-               policy: jax.Array | None = None, gate: jax.Array | None = None) -> jax.Array:
-    """x: [B, N, D] -> [B, N, D]. `policy` [B, N] (1 keep, 0 drop) hides dropped tokens as keys
-    with DynamicViT's masked softmax (`functional.softmax_with_policy`). `gate` [H, d] scales
-    the inner channels of q, k and v alike (VTP's importance scores)."""
+  def __call__(self, x: jax.Array, deterministic: bool = True, *,
+               bias: jax.Array | None = None, weights_fn: WeightsFn | None = None,
+               qkv_fn: QkvFn | None = None, with_info: bool = False):
+    """x: [B, N, D] -> [B, N, D] (and, `with_info`, {'q', 'k', 'v': [B, N, H, d],
+    'weights': [B, H, N, N]}).
+
+    `qkv_fn(q, k, v) -> (q, k, v)` transforms the projections; `bias` is added to the scaled
+    logits [B, H, N, N]; `weights_fn(logits) -> weights` replaces the float32 softmax."""
     q, k, v = self.qkv(x)
-    if gate is not None:
-      q, k, v = (F.gate(t, gate) for t in (q, k, v))
-    if policy is None:
+    if qkv_fn is not None:
+      q, k, v = qkv_fn(q, k, v)
+    if bias is None and weights_fn is None:
       w = F.attention_weights(q, k, self.softmax_scale)
     else:
-      w = F.softmax_with_policy(F.attention_logits(q, k, self.softmax_scale), policy)
-      w = w.astype(q.dtype)
-    w = self.dropout(w, deterministic=deterministic)
-    return self.out(F.attend(w, v))
+      logits = F.attention_logits(q, k, self.softmax_scale)
+      if bias is not None:
+        logits = logits + bias.astype(logits.dtype)
+      w = (weights_fn or F.softmax)(logits).astype(q.dtype)
+    out = self.out(F.attend(self.dropout(w, deterministic=deterministic), v))
+    return (out, {'q': q, 'k': k, 'v': v, 'weights': w}) if with_info else out
 
 
 class MlpBlock(nn.Module):
@@ -98,11 +114,12 @@ class MlpBlock(nn.Module):
     return self.drop(gelu(self.Dense_0(x)), deterministic=deterministic)
 
   def __call__(self, x: jax.Array, deterministic: bool = True,
-               gate: jax.Array | None = None) -> jax.Array:
-    """x: [B, N, D] -> [B, N, D]; `gate` [mlp_dim] scales the hidden channels after GELU."""
+               hidden_fn: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
+    """x: [B, N, D] -> [B, N, D]; `hidden_fn` transforms the hidden activations [B, N, mlp_dim]
+    after GELU and dropout."""
     h = self.hidden(x, deterministic)
-    if gate is not None:
-      h = F.gate(h, gate)
+    if hidden_fn is not None:
+      h = hidden_fn(h)
     return self.drop(self.Dense_1(h), deterministic=deterministic)
 
 
@@ -149,10 +166,23 @@ class EncoderBlock(nn.Module):
     rng = None if deterministic or self.droppath == 0.0 else self.make_rng('dropout')
     return x + F.drop_path(branch, self.droppath, rng)
 
-  def __call__(self, x: jax.Array, deterministic: bool = True,
-               policy: jax.Array | None = None, gates=None) -> jax.Array:
-    """x: [B, N, D] -> [B, N, D]; `policy` [B, N] masks attention keys (see Attention);
-    `gates` = (attention gate [H, d], MLP gate [mlp_dim]) for VTP."""
-    attn_gate, mlp_gate = gates if gates is not None else (None, None)
-    x = self.residual(x, self.attn(self.norm1(x), deterministic, policy, attn_gate), deterministic)
-    return self.residual(x, self.mlp(self.norm2(x), deterministic, mlp_gate), deterministic)
+  def attend(self, x: jax.Array, deterministic: bool = True, *, with_info: bool = False,
+             **attn_hooks):
+    """The attention half: x + Attn(LN(x)), [B, N, D] -> [B, N, D] (and the attention's info
+    with `with_info`). `attn_hooks`: `bias`, `weights_fn`, `qkv_fn` (see Attention)."""
+    out = self.attn(self.norm1(x), deterministic, with_info=with_info, **attn_hooks)
+    branch, info = out if with_info else (out, None)
+    x = self.residual(x, branch, deterministic)
+    return (x, info) if with_info else x
+
+  def feed_forward(self, x: jax.Array, deterministic: bool = True,
+                   hidden_fn: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
+    """The MLP half: x + MLP(LN(x)), [B, N, D] -> [B, N, D]."""
+    return self.residual(x, self.mlp(self.norm2(x), deterministic, hidden_fn), deterministic)
+
+  def __call__(self, x: jax.Array, deterministic: bool = True, *,
+               hidden_fn: Callable[[jax.Array], jax.Array] | None = None,
+               **attn_hooks) -> jax.Array:
+    """x: [B, N, D] -> [B, N, D]; hooks as in `attend` and `feed_forward`."""
+    return self.feed_forward(self.attend(x, deterministic, **attn_hooks), deterministic,
+                             hidden_fn)

@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 
 from tokensparse import functional as F
-from tokensparse import layers
-from tokensparse.models.vit import ViT
+from tokensparse.backbone import layers
+from tokensparse.backbone.vit import ViT
+from tokensparse.methods.token_learner import ops
 
 
 class MaskingMlp(nn.Module):
@@ -75,8 +76,8 @@ class TokenLearner(nn.Module):
       reduce = self.reduce
     else:
       raise ValueError(f"token_learner.version={self.version!r}: expected 'v1.0' or 'v1.1'")
-    weights = F.learned_token_weights(logits, self.version)
-    return F.pool_tokens(weights, x, reduce), weights
+    weights = ops.learned_token_weights(logits, self.version)
+    return ops.pool_tokens(weights, x, reduce), weights
 
 
 class TokenFuser(nn.Module):
@@ -98,7 +99,7 @@ class TokenFuser(nn.Module):
     m = nn.LayerNorm(epsilon=layers.LN_EPS, dtype=self.dtype, name='norm')(original)
     mix = jax.nn.sigmoid(MaskingMlp(self.bottleneck, s, self.dropout, self.dtype,
                                     name='token_masking')(m, deterministic))
-    out = F.fuse_tokens(y, mix)
+    out = ops.fuse_tokens(y, mix)
     return nn.Dropout(self.dropout)(out, deterministic=deterministic)
 
 
@@ -153,7 +154,4 @@ class TokenLearnerViT(ViT):
         update = getattr(self, f'token_fuser_{i}')(
             F.split_frames(y[:, p:], t), F.split_frames(residual[:, p:], t), deterministic)
         x = jnp.concatenate([y[:, :p], residual[:, p:] + F.merge_frames(update, t)], axis=1)
-    tokens = self.Transformer.encoder_norm(x)
-    logits, aux = self.classify(tokens)
-    aux.update(tokens=tokens, learner_weights=weights)
-    return logits.astype(jnp.float32), aux
+    return self.finish(x, {'learner_weights': weights})

@@ -3,8 +3,8 @@
 1. Sparsity training: `VTPViT` is the backbone plus one importance score per prunable channel,
    in the separate variable collection 'scores' (initialised to 1), so they can be penalised,
    frozen or dropped on their own: `attn_i` [H, d] gates the inner channels of q, k and v of
-   block i alike, `mlp_i` [mlp_dim] the MLP hidden channels after GELU (`functional.gate`).
-   The loss adds lambda * sum |s| (`functional.l1_penalty`, lambda = 1e-4).
+   block i alike, `mlp_i` [mlp_dim] the MLP hidden channels after GELU (`ops.scale_channels`).
+   The loss adds lambda * sum |s| (`ops.l1_penalty`, lambda = 1e-4).
 2. `prune(params, scores, rate)`: one global threshold over |s| of all layers and both kinds
    removes the `rate` fraction of lowest-scoring channels. The scores of the kept channels are
    folded into the weights (q/k/v columns and biases; fc2 rows), so the pruned model computes
@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokensparse.models.vit import ViT, per_layer
+from tokensparse.backbone.vit import ViT, per_layer
+from tokensparse.methods.vtp import ops
 
 
 class VTPViT(ViT):
@@ -49,11 +50,11 @@ class VTPViT(ViT):
     deterministic = not train
     x = self.embed(images, deterministic)
     for block, (attn, mlp) in zip(self.blocks, self.score_vars):
-      x = block(x, deterministic, gates=(attn.value, mlp.value))
-    tokens = self.Transformer.encoder_norm(x)
-    logits, aux = self.classify(tokens)
-    aux['tokens'] = tokens
-    return logits.astype(jnp.float32), aux
+      s_attn, s_mlp = attn.value, mlp.value
+      x = block(x, deterministic,
+                qkv_fn=lambda *qkv, s=s_attn: tuple(ops.scale_channels(t, s) for t in qkv),
+                hidden_fn=lambda h, s=s_mlp: ops.scale_channels(h, s))
+    return self.finish(x)
 
 
 def keep_masks(scores: dict[str, Any], rate: float) -> dict[str, np.ndarray]:

@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from tokensparse import functional as F
-from tokensparse import layers
-from tokensparse.models.vit import ViT
+from tokensparse.backbone import layers
+from tokensparse.backbone.vit import ViT
+from tokensparse.methods.dynamic_vit import ops
 
 PREDICTOR_LN_EPS = 1e-5  # the predictor uses PyTorch's default LayerNorm epsilon
 
@@ -35,7 +36,7 @@ def keep_counts(num_patches: int, keep_ratio: float, stages: int) -> tuple[int, 
   return tuple(int(num_patches * keep_ratio ** (s + 1)) for s in range(stages))
 
 
-class Predictor(nn.Module):
+class TokenScorer(nn.Module):
   """Keep/drop scores for tokens: LN -> Dense(C) -> GELU -> [local half | masked-mean global
   half] -> Dense(C/2) -> GELU -> Dense(C/4) -> GELU -> Dense(2) -> log-softmax (column 0 = keep)."""
   width: int
@@ -51,14 +52,14 @@ class Predictor(nn.Module):
     """x: [B, n, C] patch tokens, mask: [B, n] (1 = still kept) -> log-probs [B, n, 2]."""
     x = layers.gelu(self.in_dense(self.in_norm(x)))
     half = self.width // 2
-    local, glob = x[..., :half], F.masked_mean(x[..., half:], mask)
+    local, glob = x[..., :half], ops.masked_mean(x[..., half:], mask)
     x = jnp.concatenate([local, jnp.broadcast_to(glob, local.shape)], axis=-1)
     x = layers.gelu(self.out_1(layers.gelu(self.out_0(x))))
     return jax.nn.log_softmax(self.out_2(x).astype(jnp.float32), axis=-1)
 
 
 class DynamicViT(ViT):
-  """The backbone plus one `Predictor` before each block in `prune_layers` (see module doc).
+  """The backbone plus one `TokenScorer` before each block in `prune_layers` (see module doc).
 
   selector='static' replaces the predictors by one learned logit per patch position and stage:
   the same keep budget, but input-independent (the paper's static-selection baseline).
@@ -79,7 +80,7 @@ class DynamicViT(ViT):
         setattr(self, f'static_scores_{s}', self.param(
             f'static_scores_{s}', nn.initializers.zeros, (self.num_patches,)))
       else:
-        setattr(self, f'predictor_{s}', Predictor(self.width, self.dtype))
+        setattr(self, f'predictor_{s}', TokenScorer(self.width, self.dtype))
 
   def scores(self, s: int, x: jax.Array, mask: jax.Array, positions: jax.Array) -> jax.Array:
     """Keep/drop log-probabilities [B, n, 2] for the n patch tokens x [B, n, C] at stage s."""
@@ -108,23 +109,25 @@ class DynamicViT(ViT):
           if masks is not None:
             decision = masks[s]
           elif self.gumbel_noise:
-            decision = F.gumbel_keep_decision(log_probs, self.make_rng('gumbel'))
+            decision = ops.gumbel_keep_decision(log_probs, self.make_rng('gumbel'))
           else:
             decision = (log_probs[..., 0] >= log_probs[..., 1]).astype(jnp.float32)
           mask = decision * mask
           aux['masks'].append(mask)
           policy = jnp.concatenate([ones_prefix, mask], axis=1)
         else:
-          keep = F.top_k_keep(log_probs[..., 0], self.counts[s])
+          keep = ops.top_k_keep(log_probs[..., 0], self.counts[s])
           x = jnp.concatenate([x[:, :p], F.gather_tokens(x[:, p:], keep)], axis=1)
           mask = F.gather_tokens(mask, keep)
           positions = F.gather_tokens(positions, keep)
           aux['kept_indices'].append(positions)
-      x = block(x, deterministic, policy)
-    tokens = self.Transformer.encoder_norm(x)
-    logits, head_aux = self.classify(tokens)
-    aux.update(head_aux, tokens=tokens, final_mask=mask)
-    return logits.astype(jnp.float32), aux
+      if policy is None:
+        x = block(x, deterministic)
+      else:  # dropped tokens stay in the sequence, hidden as keys
+        x = block(x, deterministic,
+                  weights_fn=lambda logits, p=policy: ops.softmax_with_policy(logits, p))
+    aux['final_mask'] = mask
+    return self.finish(x, aux)
 
 
 class PooledViT(ViT):
@@ -142,7 +145,4 @@ class PooledViT(ViT):
         grid = x[:, p:].reshape(b, gh // 2, 2, gw // 2, 2, d).mean(axis=(2, 4))
         x = jnp.concatenate([x[:, :p], grid.reshape(b, -1, d)], axis=1)
       x = block(x, deterministic)
-    tokens = self.Transformer.encoder_norm(x)
-    logits, aux = self.classify(tokens)
-    aux['tokens'] = tokens
-    return logits.astype(jnp.float32), aux
+    return self.finish(x)

@@ -1,6 +1,6 @@
 """Prune a VTP sparsity-trained work directory into a physically smaller ViT work directory.
 
-    python -m tokensparse.prune --workdir runs/vtp_sparse_fashion_mnist --rate 0.4 \
+    python -m tokensparse.methods.vtp.prune --workdir runs/vtp_sparse_fashion_mnist --rate 0.4 \
         --out runs/vtp_pruned40_fashion_mnist
 
 Writes into --out: a checkpoint (step 0) of the pruned model with its config (model.name='vit',
@@ -18,21 +18,19 @@ import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tokensparse import flops, models
-from tokensparse.models import vtp
+from tokensparse import flops, methods
+from tokensparse.methods.vtp import model as vtp
 from tokensparse.train import checkpoint
 
 
 def load_scored(workdir: str):
   """(config, params, scores) of a VTP work directory's latest checkpoint."""
-  config = ml_collections.ConfigDict(checkpoint.load_config(workdir))
+  from tokensparse import inference  # pylint: disable=g-import-not-at-top
+  config, variables = inference.restore_variables(workdir)
   if config.model.name != 'vtp':
     raise ValueError(f'{workdir}: model.name={config.model.name!r}; pruning needs a VTP '
                      "sparsity-training work directory (model.name='vtp')")
-  mngr = checkpoint.manager(workdir)
-  state = mngr.restore(mngr.latest_step(), args=checkpoint.ocp.args.Composite(
-      state=checkpoint.ocp.args.StandardRestore()))['state']
-  return config, state['params']['params'], state['params']['scores']
+  return config, variables['params'], variables['scores']
 
 
 def pruned_config(config, fields: dict):
@@ -100,8 +98,8 @@ def main(argv=None):
                                  args.align)
   new_config = pruned_config(config, fields)
   rows = vtp.report(scores, args.rate, fields)
-  before = models.build(config.model)
-  after = models.build(new_config.model)
+  before = methods.build(config.model)
+  after = methods.build(new_config.model)
   channels = np.shape(params['embedding']['kernel'])[2]
   m0, m1 = flops.vit_macs(before, channels)['total'], flops.vit_macs(after, channels)['total']
   n0 = sum(int(np.size(x)) for x in _leaves(params))

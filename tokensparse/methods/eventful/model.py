@@ -33,7 +33,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from tokensparse import functional as F
-from tokensparse.models.vit import ViT
+from tokensparse.backbone.vit import ViT
+from tokensparse.methods.eventful import ops
 
 VARIANTS = ('tokenwise', 'sparse_qk', 'full')
 
@@ -99,7 +100,7 @@ class EventfulViT(ViT):
     return EventfulState(blocks=tuple(blocks), updated=jnp.zeros((batch, self.depth, n), bool))
 
   def _select(self, current, reference, capacity, budget, threshold):
-    idx, valid = F.select_tokens(F.token_errors(current, reference), capacity, budget, threshold)
+    idx, valid = ops.select_tokens(ops.token_errors(current, reference), capacity, budget, threshold)
     # Plain top-capacity: every selected token counts, and the updates skip the masking.
     return idx, (valid if budget is not None or threshold is not None else None)
 
@@ -110,24 +111,24 @@ class EventfulViT(ViT):
     # qkv gate -> q/k/v of the selected tokens -> buffers (heads first: [B, H, N, d])
     y = block.norm1(x)
     idx, valid = self._select(y, st.qkv_ref, capacity, budget, threshold)
-    y_s, qkv_ref = F.gate_tokens(st.qkv_ref, y, idx, valid)
+    y_s, qkv_ref = ops.gate_tokens(st.qkv_ref, y, idx, valid)
     q_s, k_s, v_s = (F.heads_first(t) for t in attn.qkv(y_s))          # [B, H, M, d]
-    v_old_s = F.take_tokens(st.v, idx, 2)
+    v_old_s = ops.take_tokens(st.v, idx, 2)
     # Tokens selected but not valid keep their buffered values. The select on v_old_s (all
     # true without a mask) also makes XLA read the old values before it updates v in place.
     keep = (valid if valid is not None else idx >= 0)[:, None, :, None]
     v_s = jnp.where(keep, v_s, v_old_s)
-    q, k, v = (F.put_tokens(buf, idx, new, valid, 2) for buf, new in
+    q, k, v = (ops.put_tokens(buf, idx, new, valid, 2) for buf, new in
                ((st.q, q_s), (st.k, k_s), (st.v, v_s)))
     if valid is not None:
-      q_s, k_s = F.take_tokens(q, idx, 2), F.take_tokens(k, idx, 2)
+      q_s, k_s = ops.take_tokens(q, idx, 2), ops.take_tokens(k, idx, 2)
     # attention
     if self.variant == 'tokenwise':
       logits = F.head_logits(q, k, attn.softmax_scale)
     else:
-      logits, cols = F.sparse_qk_update(st.logits, q, k, q_s, k_s, idx, attn.softmax_scale)
+      logits, cols = ops.sparse_qk_update(st.logits, q, k, q_s, k_s, idx, attn.softmax_scale)
     if self.variant == 'full':  # only the attention columns of the updated keys are needed
-      av, attn_ref = F.delta_av_update(st.av, st.attn_ref, F.softmax_columns(logits, cols),
+      av, attn_ref = ops.delta_av_update(st.av, st.attn_ref, ops.softmax_columns(logits, cols),
                                        v_old_s, v_s, idx, valid)
     else:
       weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
@@ -135,16 +136,16 @@ class EventfulViT(ViT):
     # proj gate -> output projection -> buffer
     o = F.heads_first(av).reshape(b, n, h * hd)
     idx2, valid2 = self._select(o, st.proj_ref, capacity, budget, threshold)
-    o_s, proj_ref = F.gate_tokens(st.proj_ref, o, idx2, valid2)
-    proj_buf = F.put_tokens(st.proj_buf, idx2, attn.out(o_s.reshape(b, -1, h, hd)), valid2)
+    o_s, proj_ref = ops.gate_tokens(st.proj_ref, o, idx2, valid2)
+    proj_buf = ops.put_tokens(st.proj_buf, idx2, attn.out(o_s.reshape(b, -1, h, hd)), valid2)
     x = x + proj_buf
     # MLP gate -> MLP -> buffer
     y2 = block.norm2(x)
     idx3, valid3 = self._select(y2, st.mlp_ref, capacity, budget, threshold)
-    y2_s, mlp_ref = F.gate_tokens(st.mlp_ref, y2, idx3, valid3)
-    mlp_buf = F.put_tokens(st.mlp_buf, idx3, block.mlp(y2_s), valid3)
+    y2_s, mlp_ref = ops.gate_tokens(st.mlp_ref, y2, idx3, valid3)
+    mlp_buf = ops.put_tokens(st.mlp_buf, idx3, block.mlp(y2_s), valid3)
     x = x + mlp_buf
-    updated = F.token_slots(idx, n, valid) >= 0
+    updated = ops.token_slots(idx, n, valid) >= 0
     new = BlockState(qkv_ref=qkv_ref, q=q, k=k, v=v, logits=logits, attn_ref=attn_ref, av=av,
                      proj_ref=proj_ref, proj_buf=proj_buf, mlp_ref=mlp_ref, mlp_buf=mlp_buf)
     return x, new, updated
@@ -156,9 +157,8 @@ class EventfulViT(ViT):
       x, st, upd = self._block(block, st, x, capacity, budget, threshold)
       blocks.append(st)
       updated.append(upd)
-    logits, _ = self.classify(self.Transformer.encoder_norm(x))
-    return (EventfulState(blocks=tuple(blocks), updated=jnp.stack(updated, axis=1)),
-            logits.astype(jnp.float32))
+    logits, _ = self.finish(x)
+    return EventfulState(blocks=tuple(blocks), updated=jnp.stack(updated, axis=1)), logits
 
   def init_state(self, images: jax.Array) -> tuple[EventfulState, jax.Array]:
     """Dense pass over the first frames [B, H, W, C]: (filled state, logits [B, classes])."""
@@ -172,11 +172,24 @@ class EventfulViT(ViT):
     self.check()
     return self._run(state, images, self.m, budget, self.threshold)
 
-  def __call__(self, images: jax.Array, train: bool = False):
-    """A single image: the dense pass (the first frame of a clip)."""
+  def __call__(self, inputs: jax.Array, train: bool = False):
+    """Images [B, H, W, C]: the dense pass (the first frame of a clip) -> (logits, {}).
+    Clips [B, T, H, W, C]: frame 0 dense, the others through the gates (unrolled over T; use
+    `run_clip` for lax.scan) -> (mean of the per-frame logits [B, classes], aux with
+    'frame_logits' [B, T, classes] and 'updated' [B, T, depth, N])."""
     del train
-    _, logits = self.init_state(images)
-    return logits, {}
+    if inputs.ndim != 5:
+      _, logits = self.init_state(inputs)
+      return logits, {}
+    state, logits = self.init_state(inputs[:, 0])
+    frame_logits, updated = [logits], [state.updated]
+    for t in range(1, inputs.shape[1]):
+      state, logits = self.step(state, inputs[:, t])
+      frame_logits.append(logits)
+      updated.append(state.updated)
+    frame_logits = jnp.stack(frame_logits, axis=1)
+    return frame_logits.mean(axis=1), {'frame_logits': frame_logits,
+                                       'updated': jnp.stack(updated, axis=1)}
 
 
 def run_clip(model: EventfulViT, variables: dict[str, Any], clips: jax.Array,

@@ -1,0 +1,95 @@
+"""The one backbone: ViT / DeiT (vit.py) built from shared layers (layers.py).
+
+`backbone_kwargs(model_config)` turns the backbone fields of a config (`variant` or width/
+depth/..., patch_size, image_size, num_classes, classifier, num_frames, ...) into ViT keyword
+arguments; every method model takes these plus its own fields. `validate(model_config)` names
+the first backbone field that cannot work. Nothing here knows about any method.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from tokensparse.backbone.vit import VARIANTS, ViT, parse_variant, per_layer  # noqa: F401
+
+FIELDS = ('num_classes', 'image_size', 'patch_size', 'width', 'depth', 'num_heads', 'mlp_dim',
+          'head_dim', 'attn_scale', 'distilled', 'dropout', 'attn_dropout', 'droppath',
+          'classifier', 'num_frames')
+REQUIRED = ('num_classes', 'image_size', 'patch_size', 'width', 'depth', 'num_heads', 'mlp_dim')
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
+
+
+def _fail(field: str, value, why: str):
+  raise ValueError(f'{field}={value!r}: {why}')
+
+
+def backbone_kwargs(model_config: Any) -> dict[str, Any]:
+  """ViT keyword arguments from a model config: the variant first, explicit fields override."""
+  cfg = dict(model_config)
+  kwargs = parse_variant(cfg['variant']) if cfg.get('variant') else {}
+  for name in FIELDS:
+    if cfg.get(name) is not None:
+      kwargs[name] = cfg[name]
+  for name in ('mlp_dim', 'head_dim'):  # per-layer widths arrive as lists from configs
+    if isinstance(kwargs.get(name), list):
+      kwargs[name] = tuple(kwargs[name])
+  dtype = cfg.get('dtype', 'float32')
+  if dtype not in DTYPES:
+    raise ValueError(f'model.dtype={dtype!r}: expected one of {sorted(DTYPES)}')
+  kwargs['dtype'] = DTYPES[dtype]
+  missing = [f for f in REQUIRED if f not in kwargs]
+  if missing:
+    raise ValueError(f'model config lacks {", ".join("model." + m for m in missing)} '
+                     '(set model.variant, e.g. "S/16", or the fields themselves)')
+  return kwargs
+
+
+def num_patches(kw: dict[str, Any]) -> int:
+  """Patch tokens per image (per frame) of backbone kwargs."""
+  return (kw['image_size'] // kw['patch_size']) ** 2
+
+
+def num_prefix(kw: dict[str, Any]) -> int:
+  """Tokens before the patches: the class token (none with classifier='gap') + distillation."""
+  return (kw.get('classifier', 'token') == 'token') + int(bool(kw.get('distilled')))
+
+
+def dummy_input(model_config: Any, channels: int = 3) -> np.ndarray:
+  """A zero input of batch 1 in the shape the model takes: [1, H, W, C], or [1, T, H, W, C]
+  for a video model (`model.num_frames = T`)."""
+  size, frames = model_config.get('image_size'), model_config.get('num_frames') or 0
+  return np.zeros((1,) + ((frames,) if frames else ()) + (size, size, channels), np.float32)
+
+
+def validate(m: Any) -> dict[str, Any]:
+  """Raise ValueError naming the first backbone field of `m` (config.model) that cannot work;
+  return the backbone kwargs."""
+  if m.get('variant') is not None:
+    name, _, patch = m.variant.partition('/')
+    if name not in VARIANTS or not patch.isdigit():
+      _fail('model.variant', m.variant, f'expected one of {sorted(VARIANTS)} + "/patch", e.g. "S/16"')
+  kw = backbone_kwargs(m)
+  for field in ('num_classes', 'image_size', 'patch_size', 'width', 'depth', 'num_heads'):
+    if not isinstance(kw[field], int) or kw[field] <= 0:
+      _fail(f'model.{field}', kw[field], 'must be a positive integer')
+  if kw['image_size'] % kw['patch_size']:
+    _fail('model.image_size', kw['image_size'],
+          f'not divisible by model.patch_size={kw["patch_size"]}')
+  for field in ('mlp_dim', 'head_dim'):
+    value = kw.get(field)
+    if isinstance(value, (list, tuple)) and len(value) != kw['depth']:
+      _fail(f'model.{field}', m[field], f'needs one entry per block (model.depth={kw["depth"]})')
+  if kw.get('head_dim') is None and kw['width'] % kw['num_heads']:
+    _fail('model.num_heads', kw['num_heads'], f'does not divide model.width={kw["width"]}')
+  for field in ('dropout', 'attn_dropout', 'droppath'):
+    if not 0.0 <= m.get(field, 0.0) < 1.0:
+      _fail(f'model.{field}', m[field], 'must be in [0, 1)')
+  if m.get('classifier', 'token') not in ('token', 'gap'):
+    _fail('model.classifier', m.classifier, "expected 'token' or 'gap'")
+  if m.get('distilled') and m.get('classifier', 'token') != 'token':
+    _fail('model.distilled', m.distilled, "a distillation token needs model.classifier='token'")
+  if not isinstance(m.get('num_frames', 0), int) or m.get('num_frames', 0) < 0:
+    _fail('model.num_frames', m.num_frames, 'must be 0 (images) or the frames per clip')
+  return kw

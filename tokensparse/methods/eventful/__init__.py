@@ -1,0 +1,97 @@
+"""Eventful Transformer (Dutson, Li, Gupta, ICCV 2023): per-frame ViT inference on video that
+recomputes only the tokens that changed; any per-frame checkpoint, no retraining.
+
+Config: `model.name='eventful'`, `model.eventful` = {capacity (tokens recomputed per gate and
+frame, 0 = all), variant ('tokenwise', 'sparse_qk', 'full'), threshold (None: top-capacity)}.
+The model takes images (the dense first frame) or clips [B, T, H, W, C] (mean of per-frame
+logits); `run_clip` is the lax.scan runner, `clip_runner(predictor, ...)` a jitted one on pixels.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import ml_collections
+import numpy as np
+from ml_collections import config_dict
+
+from tokensparse import backbone
+from tokensparse.methods.base import Method, fail
+from tokensparse.methods.eventful import flops
+from tokensparse.methods.eventful.model import VARIANTS, EventfulViT, run_clip  # noqa: F401
+
+
+def _fields(m) -> dict:
+  ev = m.get('eventful') or {}
+  return dict(capacity=ev.get('capacity', 0), variant=ev.get('variant', 'full'),
+              threshold=ev.get('threshold'))
+
+
+def clip_runner(predictor, capacity: int = 0, variant: str = 'full',
+                threshold: float | None = None) -> Callable:
+  """A jitted fn: pixel clips [B, T, H, W, C] -> per-frame logits [B, T, classes], run by an
+  Eventful Transformer on a predictor's (per-frame image model's) weights."""
+  config = predictor.config
+  if config.model.get('name', 'vit') not in ('vit', EventfulMethod.name) or predictor.model.num_frames:
+    raise ValueError(f'Eventful runs a per-frame image ViT; this model is '
+                     f'{config.model.name!r} with num_frames={predictor.model.num_frames}')
+  model = EventfulViT(**backbone.backbone_kwargs(config.model), capacity=capacity,
+                      variant=variant, threshold=threshold)
+  run = jax.jit(lambda v, c: run_clip(model, v, c)[0])
+
+  def fn(clips):
+    shape = tuple(np.shape(clips))
+    if len(shape) != 5 or shape[2:] != predictor.input_shape:
+      raise ValueError(f'clips have shape {shape}; expected [batch, frames, '
+                       f'{", ".join(map(str, predictor.input_shape))}]')
+    return run(predictor.variables, predictor.normalize(clips))
+  return fn
+
+
+class EventfulMethod(Method):
+  name = 'eventful'
+  summary = 'video: recomputes only the tokens that changed since the last frame'
+  model_class = EventfulViT
+
+  def defaults(self):
+    return ml_collections.ConfigDict(dict(eventful=dict(
+        capacity=0, variant='full', threshold=config_dict.placeholder(float))))
+
+  def model_kwargs(self, m):
+    return _fields(m)
+
+  def apply_options(self, m, options):
+    with m.unlocked():
+      if 'eventful' not in m:
+        m.eventful = self.defaults().eventful
+      for key, value in options.items():
+        if key not in ('capacity', 'variant', 'threshold'):
+          fail(f'--method eventful:{key}', value, 'expected capacity=, variant= or threshold=')
+        m.eventful[key] = {'capacity': int, 'variant': str, 'threshold': float}[key](value)
+
+  def validate(self, config, kw):
+    f = _fields(config.model)
+    if f['variant'] not in VARIANTS:
+      fail('model.eventful.variant', f['variant'], f'expected one of {VARIANTS}')
+    n = backbone.num_prefix(kw) + backbone.num_patches(kw)
+    if not isinstance(f['capacity'], int) or not 0 <= f['capacity'] <= n:
+      fail('model.eventful.capacity', f['capacity'], f'must be in [0, N={n}] (0 means N)')
+    if f['threshold'] is not None and f['threshold'] < 0:
+      fail('model.eventful.threshold', f['threshold'], 'must be >= 0')
+    if kw.get('num_frames'):
+      fail('model.num_frames', kw['num_frames'], 'Eventful runs a per-frame backbone: must be 0')
+
+  def macs(self, model, channels=3):
+    """Per frame after the first (the first frame costs the dense model's)."""
+    return flops.eventful_macs(model, channels=channels)
+
+  def figures(self, predictor, out, num_images=8):
+    from tokensparse.methods.eventful import viz  # pylint: disable=g-import-not-at-top
+    return viz.figures(predictor, out, num_images)
+
+  def export(self, predictor, platforms=None):
+    from tokensparse.methods.eventful.export import export_eventful_step  # pylint: disable=g-import-not-at-top
+    return export_eventful_step(predictor, platforms=platforms)
+
+
+METHODS = (EventfulMethod(),)

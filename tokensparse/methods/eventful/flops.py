@@ -1,0 +1,28 @@
+"""Operations of one Eventful frame (tokensparse.flops rules, plus the gates' error norms)."""
+from __future__ import annotations
+
+from tokensparse.flops import add, head_macs, patch_embed_macs, vit_macs  # noqa: F401
+from tokensparse.backbone.vit import per_layer
+
+
+def eventful_macs(model, tokens: int | None = None, channels: int = 3) -> dict:
+  """MACs of one EventfulViT frame after the first, with `tokens` (default: the capacity)
+  recomputed by every gate. Counted as the rest of this module (matrix products), plus the
+  gates' error norms (one multiply-add per element of the compared tensor): qkv, projection
+  and MLP on the selected tokens; QK^T dense (tokenwise) or its updated rows and columns
+  (2NMd per head); AV dense, or the two delta products of the full variant (2NMd per head)."""
+  n, m = model.num_tokens, tokens if tokens is not None else model.m
+  d = model.width
+  counts = {'patch_embed': patch_embed_macs(model, channels), 'head': head_macs(model)}
+  for i in range(model.depth):
+    inner = model.num_heads * (per_layer(model.head_dim, i) or d // model.num_heads)
+    mlp = per_layer(model.mlp_dim, i)
+    part = {'gates': n * d + n * inner + n * d,
+            'qkv': 3 * m * d * inner,
+            'qk': n * n * inner if model.variant == 'tokenwise' else 2 * n * m * inner,
+            'av': 2 * n * m * inner if model.variant == 'full' else n * n * inner,
+            'proj': m * inner * d,
+            'mlp': 2 * m * d * mlp}
+    add(counts, part)
+  counts['total'] = sum(v for k, v in counts.items() if k != 'total')
+  return counts

@@ -1,0 +1,60 @@
+"""EViT on the shared backbone: at each block of `layers`, after the attention half, keep the
+ceil(keep_rate * n) patch tokens the class token attends to most (averaged over heads) and,
+with `fuse`, fuse the others into one token weighted by that attention; the MLP half and
+later blocks see the fewer tokens. No new parameters: runs off the shelf on any checkpoint
+with a class token, and fine-tunes with the ordinary trainer.
+
+aux: 'kept_indices' per reorganising block, the original patch positions of the kept tokens
+[B, k] (-1 for an earlier fused token).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from tokensparse.backbone.vit import ViT
+from tokensparse.functional import gather_tokens
+from tokensparse.methods.evit import ops
+
+
+class EViT(ViT):
+  """The backbone with EViT's token reorganisation (see the module docstring)."""
+  keep_rate: float = 0.7
+  layers: Sequence[int] = (3, 6, 9)
+  fuse: bool = True
+
+  def counts(self) -> list[tuple[int, int]]:
+    """(tokens of the attention half, tokens of the MLP half) per block."""
+    p, n = self.num_prefix, self.frames * self.num_patches
+    out = []
+    for i in range(self.depth):
+      before = n
+      if i in self.layers:
+        k = ops.kept_count(n, self.keep_rate)
+        if k < n:
+          n = k + int(self.fuse)
+      out.append((p + before, p + n))
+    return out
+
+  def __call__(self, images: jax.Array, train: bool = False):
+    deterministic = not train
+    x = self.embed(images, deterministic)
+    b, p = x.shape[0], self.num_prefix
+    positions = jnp.broadcast_to(jnp.arange(x.shape[1] - p), (b, x.shape[1] - p))
+    kept_indices = []
+    for i, block in enumerate(self.blocks):
+      n = x.shape[1] - p
+      k = ops.kept_count(n, self.keep_rate)
+      if i not in self.layers or k >= n:
+        x = block(x, deterministic)
+        continue
+      x, info = block.attend(x, deterministic, with_info=True)
+      x, kept = ops.keep_attentive(x, ops.class_attention(info['weights'], p), k, p, self.fuse)
+      positions = gather_tokens(positions, kept)
+      kept_indices.append(positions)
+      if self.fuse:
+        positions = jnp.concatenate([positions, jnp.full((b, 1), -1, positions.dtype)], axis=1)
+      x = block.feed_forward(x, deterministic)
+    return self.finish(x, {'kept_indices': kept_indices})

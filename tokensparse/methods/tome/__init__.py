@@ -1,0 +1,88 @@
+"""ToMe, token merging (Bolya et al., ICLR 2023): training-free; merges the r most similar
+tokens in every block. Runs off the shelf on any backbone checkpoint and fine-tunes with the
+ordinary trainer.
+
+Config: `model.tome` = {r (tokens merged per block: an int, or one value per block),
+inflect (0: constant r; -0.5: ToMe's decreasing schedule), prop_attn (proportional
+attention), trace_source (keep the merge map for figures)}.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from tokensparse import backbone
+from tokensparse.flops import vit_macs
+from tokensparse.methods.base import Method, fail
+from tokensparse.methods.tome import ops
+from tokensparse.methods.tome.model import ToMeViT
+
+
+def merges(m) -> tuple[int, ...]:
+  """r per block from a model config."""
+  tm = m.tome
+  depth = backbone.backbone_kwargs(m)['depth']
+  r = tm.r if isinstance(tm.r, int) else tuple(tm.r)
+  return ops.schedule(r, depth, tm.get('inflect', 0.0))
+
+
+class ToMeMethod(Method):
+  name = 'tome'
+  summary = 'merges the most similar tokens in every block (training-free)'
+  model_class = ToMeViT
+
+  def defaults(self):
+    return ml_collections.ConfigDict(dict(tome=dict(r=8, inflect=0.0, prop_attn=True,
+                                                    trace_source=False)))
+
+  def model_kwargs(self, m):
+    return dict(merges=merges(m), prop_attn=m.tome.get('prop_attn', True),
+                trace_source=m.tome.get('trace_source', False))
+
+  def apply_options(self, m, options):
+    for key, value in options.items():
+      if key == 'r':
+        m.tome.r = [int(v) for v in value.split('/')] if '/' in value else int(value)
+      elif key == 'inflect':
+        m.tome.inflect = float(value)
+      elif key == 'prop_attn':
+        m.tome.prop_attn = value.lower() in ('1', 'true', 'yes')
+      else:
+        fail(f'--method tome:{key}', value, 'expected r=, inflect= or prop_attn=')
+
+  def validate(self, config, kw):
+    tm = config.model.tome
+    r = tm.r if isinstance(tm.r, int) else list(tm.r)
+    values = [r] if isinstance(r, int) else r
+    if not values or any(not isinstance(v, int) or v < 0 for v in values):
+      fail('model.tome.r', r, 'must be a non-negative integer or a list of them (one per block)')
+    if not isinstance(r, int) and len(r) > kw['depth']:
+      fail('model.tome.r', r, f'has more entries than blocks (model.depth={kw["depth"]})')
+    if not -1.0 <= tm.get('inflect', 0.0) <= 1.0:
+      fail('model.tome.inflect', tm.inflect, 'must be in [-1, 1] (-0.5: decreasing schedule)')
+    rs = merges(config.model)
+    p = backbone.num_prefix(kw)
+    tokens = p + backbone.num_patches(kw) * max(kw.get('num_frames') or 0, 1)
+    for i, (t, ri) in enumerate(zip(ops.token_counts(tokens, rs), rs)):
+      if ri > ops.max_merge(t, p):
+        fail('model.tome.r', r, f'block {i} would merge {ri} of its {t} tokens; at most '
+             f'{ops.max_merge(t, p)} can be merged there ({p} prefix token(s) are never '
+             f'merged; schedule {list(rs)})')
+
+  def macs(self, model, channels=3):
+    """Attention half at the tokens entering each block, MLP half at the tokens left after
+    the merge, plus the matching's similarity products (|A| x |B| x head_dim)."""
+    rs = model.schedule
+    tokens = model.num_prefix + model.frames * model.num_patches
+    counts_in = ops.token_counts(tokens, rs)
+    counts = vit_macs(model, channels, [(t, t - r) for t, r in zip(counts_in, rs)])
+    head_dim = model.width // model.num_heads
+    counts['matching'] = sum(-(-t // 2) * (t // 2) * head_dim for t, r in zip(counts_in, rs) if r)
+    counts['total'] += counts['matching']
+    return counts
+
+  def figures(self, predictor, out, num_images=8):
+    from tokensparse.methods.tome import viz  # pylint: disable=g-import-not-at-top
+    return viz.figures(predictor, out, num_images)
+
+
+METHODS = (ToMeMethod(),)
