@@ -25,9 +25,8 @@ def softmax(x):
   return e / e.sum(-1, keepdims=True)
 
 
-def forward(sd, images, num_heads, depth):
-  """images [B, H, W, C] (float64) -> logits [B, classes] (distilled: mean of both heads)."""
-  sd = {k: np.asarray(v, np.float64) for k, v in sd.items()}
+def embed(sd, images):
+  """images [B, H, W, C] -> tokens [B, prefix + N, D] with position embeddings."""
   w = sd['patch_embed.proj.weight']
   d, c, p, _ = w.shape
   b, h, wd, _ = images.shape
@@ -36,24 +35,53 @@ def forward(sd, images, num_heads, depth):
   prefix = [np.broadcast_to(sd['cls_token'], (b, 1, d))]
   if 'dist_token' in sd:
     prefix.append(np.broadcast_to(sd['dist_token'], (b, 1, d)))
-  x = np.concatenate(prefix + [x], 1) + sd['pos_embed']
-  n = x.shape[1]
-  for i in range(depth):
-    g = lambda name: sd[f'blocks.{i}.{name}']
-    y = layer_norm(x, g('norm1.weight'), g('norm1.bias'))
-    qkv = (y @ g('attn.qkv.weight').T + g('attn.qkv.bias')).reshape(b, n, 3, num_heads, -1)
-    q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # each [B, heads, N, hd]
-    a = softmax(q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1]))
-    o = (a @ v).transpose(0, 2, 1, 3).reshape(b, n, -1)
-    x = x + o @ g('attn.proj.weight').T + g('attn.proj.bias')
-    y = layer_norm(x, g('norm2.weight'), g('norm2.bias'))
-    y = gelu(y @ g('mlp.fc1.weight').T + g('mlp.fc1.bias'))
-    x = x + y @ g('mlp.fc2.weight').T + g('mlp.fc2.bias')
+  return np.concatenate(prefix + [x], 1) + sd['pos_embed']
+
+
+def attention_half(sd, i, x, num_heads, bias=None):
+  """x + Attn(LN1(x)) -> (x, keys [B, heads, N, hd], attention [B, heads, N, N]); `bias`
+  [B, N] is added to every row of the logits (per key)."""
+  g = lambda name: sd[f'blocks.{i}.{name}']
+  b, n, _ = x.shape
+  y = layer_norm(x, g('norm1.weight'), g('norm1.bias'))
+  qkv = (y @ g('attn.qkv.weight').T + g('attn.qkv.bias')).reshape(b, n, 3, num_heads, -1)
+  q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # each [B, heads, N, hd]
+  logits = q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1])
+  if bias is not None:
+    logits = logits + bias[:, None, None, :]
+  a = softmax(logits)
+  o = (a @ v).transpose(0, 2, 1, 3).reshape(b, n, -1)
+  return x + o @ g('attn.proj.weight').T + g('attn.proj.bias'), k, a
+
+
+def mlp_half(sd, i, x):
+  g = lambda name: sd[f'blocks.{i}.{name}']
+  y = layer_norm(x, g('norm2.weight'), g('norm2.bias'))
+  y = gelu(y @ g('mlp.fc1.weight').T + g('mlp.fc1.bias'))
+  return x + y @ g('mlp.fc2.weight').T + g('mlp.fc2.bias')
+
+
+def head(sd, x):
   x = layer_norm(x, sd['norm.weight'], sd['norm.bias'])
   logits = x[:, 0] @ sd['head.weight'].T + sd['head.bias']
   if 'head_dist.weight' in sd:
     logits = (logits + x[:, 1] @ sd['head_dist.weight'].T + sd['head_dist.bias']) / 2
   return logits
+
+
+def forward(sd, images, num_heads, depth, between=None, bias=None):
+  """images [B, H, W, C] (float64) -> logits [B, classes] (distilled: mean of both heads).
+
+  Hooks for method oracles: `bias(i)` -> a per-key logit bias [B, N] for block i (or None);
+  `between(i, x, keys, attention)` -> the tokens the MLP half of block i sees."""
+  sd = {k: np.asarray(v, np.float64) for k, v in sd.items()}
+  x = embed(sd, images)
+  for i in range(depth):
+    x, k, a = attention_half(sd, i, x, num_heads, bias(i) if bias else None)
+    if between is not None:
+      x = between(i, x, k, a)
+    x = mlp_half(sd, i, x)
+  return head(sd, x)
 
 
 def random_timm_state_dict(rng, *, width, depth, num_heads, mlp_dim, patch, channels,

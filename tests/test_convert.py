@@ -142,3 +142,16 @@ def test_skip_head_for_new_class_count(tiny_model_config):
 def test_unknown_format(tiny_model_config, tmp_path):
   with pytest.raises(ValueError, match='unknown checkpoint format'):
     convert.load_checkpoint(str(tmp_path / 'weights.ckpt'), tiny_model_config)
+
+
+def test_image_checkpoint_initialises_a_video_model(tiny_model_config):
+  """The template has the clip's frame axis, and the temporal embedding starts at zero; with one
+  frame per clip the video model is then exactly the image model."""
+  sd, images = make(tiny_model_config)
+  for frames in (3, 1):
+    video = tiny_model_config.copy_and_resolve_references()
+    video.num_frames = frames
+    params, _ = convert.from_timm(sd, video)
+    np.testing.assert_array_equal(params['temporal_embedding'], np.zeros((1, frames, 32)))
+  assert_rel_close(flax_logits(params, video, images[:, None]),
+                   numpy_vit.forward(sd, images.astype(np.float64), num_heads=4, depth=2))

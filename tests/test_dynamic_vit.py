@@ -282,3 +282,35 @@ def test_fine_tune_from_dense_workdir_freezes_backbone_in_warmup(tmp_path):
   moved = jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
                        after['params']['predictor_0'], init['predictor_0'])
   assert max(jax.tree.leaves(moved)) > 0  # the predictor trains from the first step
+
+
+def test_token_distillation_covers_every_patch_token_without_a_class_token():
+  """classifier='gap' has no prefix token: the token-distillation term compares all N final
+  tokens (a fixed 1-token prefix would drop one and misalign the final mask)."""
+  from tokensparse import backbone
+  cfg = ml_collections.ConfigDict(dict(
+      model=dict(name='dynamic_vit', num_classes=5, image_size=16, patch_size=4, width=32,
+                 depth=2, num_heads=4, mlp_dim=64, classifier='gap', keep_ratio=0.5,
+                 prune_layers=(1,), gumbel_noise=False, dtype='float32'),
+      dynamic_vit=dict(ratio_weight=0.0, distill_weight=0.0, token_weight=1.0),
+      label_smoothing=0.0, init_from=dict(path='dense')))
+  model = methods.build(cfg.model)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  params = model.init({'params': jax.random.PRNGKey(1), 'gumbel': jax.random.PRNGKey(2)}, x,
+                      train=True)['params']
+  teacher = methods.get('dynamic_vit').frozen_variables(cfg, params)
+  # A teacher that differs from the student, so every token contributes to the MSE.
+  teacher['teacher']['head'] = params['head']
+  teacher['teacher']['Transformer'] = jax.tree.map(lambda a: a * 1.1, params['Transformer'])
+  loss_fn = methods.get('dynamic_vit').loss_fn(cfg)
+  batch = {'image': x, 'label': jnp.array([0, 1])}
+  _, metrics = loss_fn(model, params, batch, jax.random.PRNGKey(3), True, teacher)
+  _, aux = model.apply({'params': params}, x, train=True, rngs={'gumbel': jax.random.PRNGKey(4)})
+  _, t_aux = backbone.ViT(**backbone.backbone_kwargs(cfg.model)).apply(
+      {'params': teacher['teacher']}, x)
+  mask = np.asarray(aux['final_mask'])
+  assert aux['tokens'].shape[1] == mask.shape[1] == 16
+  sq = ((np.asarray(aux['tokens']) - np.asarray(t_aux['tokens'])) ** 2).mean(-1)
+  want = (sq * mask).sum() / mask.sum()
+  np.testing.assert_allclose(float(metrics['token_mse']) / 2, want, rtol=1e-5)
+  # The ratio and KL terms are weighted 0: CE + token term is the loss.

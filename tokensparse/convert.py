@@ -28,6 +28,11 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
+# The temporal embedding of a video model (model.num_frames > 0): zero, so an image checkpoint
+# starts as the same model on every frame.
+OPTIONAL = (('temporal_embedding',),)
+
+
 class CheckpointMismatch(ValueError):
   """The checkpoint does not fit the configured model; the message lists every difference."""
 
@@ -174,6 +179,9 @@ def _assemble(source: Mapping[str, np.ndarray],
       mismatched.add(dst)
       continue
     params[dst] = value
+  for key in OPTIONAL:  # parameters image checkpoints cannot have: they start at zero
+    if key in template and key not in params and not skipped(key):
+      params[key] = np.zeros(template[key], np.float32)
   missing = sorted('/'.join(k) for k in template
                    if k not in params and k not in mismatched and not skipped(k))
   unexpected = sorted(k for k in source if k not in used)

@@ -1,16 +1,27 @@
 """EViT (Liang et al., ICLR 2022): keep the tokens the class token attends to, fuse the rest.
 
-Config: `model.evit` = {keep_rate (0.7), layers (block indices, default 3, 6, 9 of 12: the
-4th, 7th and 10th blocks), fuse (one fused token from the inattentive ones)}. Needs the class
+Config: `model.evit` = {keep_rate (0.7), layers (block indices; () = the paper's 4th, 7th
+and 10th of 12 blocks, scaled to the depth: 3, 6, 9 for 12 blocks, 1, 3, 4 for 6), fuse (one
+fused token from the inattentive ones)}. Needs the class
 token (`model.classifier='token'`). Off the shelf on any checkpoint, or fine-tuned.
 """
 from __future__ import annotations
 
 import ml_collections
 
+from tokensparse import backbone
 from tokensparse.flops import vit_macs
 from tokensparse.methods.base import Method, fail
 from tokensparse.methods.evit.model import EViT
+
+
+def layers(m) -> tuple[int, ...]:
+  """The reorganising blocks of a model config: `model.evit.layers`, or by default the paper's
+  blocks 3, 6, 9 of 12 (0-based) scaled to the depth."""
+  if m.evit.layers:
+    return tuple(m.evit.layers)
+  depth = backbone.backbone_kwargs(m)['depth']
+  return tuple(sorted({int(depth * k / 12) for k in (3, 6, 9)}))
 
 
 class EViTMethod(Method):
@@ -19,11 +30,10 @@ class EViTMethod(Method):
   model_class = EViT
 
   def defaults(self):
-    return ml_collections.ConfigDict(dict(evit=dict(keep_rate=0.7, layers=(3, 6, 9), fuse=True)))
+    return ml_collections.ConfigDict(dict(evit=dict(keep_rate=0.7, layers=(), fuse=True)))
 
   def model_kwargs(self, m):
-    return dict(keep_rate=m.evit.keep_rate, layers=tuple(m.evit.layers),
-                fuse=m.evit.get('fuse', True))
+    return dict(keep_rate=m.evit.keep_rate, layers=layers(m), fuse=m.evit.get('fuse', True))
 
   def apply_options(self, m, options):
     for key, value in options.items():
@@ -38,15 +48,15 @@ class EViTMethod(Method):
 
   def validate(self, config, kw):
     ev = config.model.evit
-    if not 0.0 < ev.keep_rate <= 1.0:
-      fail('model.evit.keep_rate', ev.keep_rate, 'must be in (0, 1]')
-    layers = list(ev.layers)
-    if not layers or layers != sorted(set(layers)) or layers[0] < 0 or layers[-1] >= kw['depth']:
-      fail('model.evit.layers', tuple(layers),
-           f'must be increasing block indices in [0, {kw["depth"] - 1}] (model.depth={kw["depth"]})')
     if kw.get('classifier', 'token') != 'token':
       fail('model.classifier', kw.get('classifier'),
            "EViT ranks tokens by the class token's attention: needs model.classifier='token'")
+    if not 0.0 < ev.keep_rate <= 1.0:
+      fail('model.evit.keep_rate', ev.keep_rate, 'must be in (0, 1]')
+    chosen = list(ev.layers)  # () = the paper's placement, scaled to the depth
+    if chosen and (chosen != sorted(set(chosen)) or chosen[0] < 0 or chosen[-1] >= kw['depth']):
+      fail('model.evit.layers', tuple(chosen),
+           f'must be increasing block indices in [0, {kw["depth"] - 1}] (model.depth={kw["depth"]})')
 
   def macs(self, model, channels=3):
     return vit_macs(model, channels, model.counts())

@@ -9,6 +9,7 @@ attention), trace_source (keep the merge map for figures)}.
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 from tokensparse import backbone
 from tokensparse.flops import vit_macs
@@ -31,7 +32,9 @@ class ToMeMethod(Method):
   model_class = ToMeViT
 
   def defaults(self):
-    return ml_collections.ConfigDict(dict(tome=dict(r=8, inflect=0.0, prop_attn=True,
+    # r is an int or a list (one per block): typed `object` so either can override it.
+    r = config_dict.FieldReference(8, field_type=object)
+    return ml_collections.ConfigDict(dict(tome=dict(r=r, inflect=0.0, prop_attn=True,
                                                     trace_source=False)))
 
   def model_kwargs(self, m):
