@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, ROOT)
 from tests import fake_data  # noqa: E402
 from tokensparse import configs, inference  # noqa: E402
-from tokensparse import prune as prune_cli  # noqa: E402
-from tokensparse.models.eventful import EventfulViT  # noqa: E402
+from tokensparse.methods.vtp import prune as prune_cli  # noqa: E402
+from tokensparse.methods.eventful.model import EventfulViT  # noqa: E402
 from tokensparse.train import checkpoint, loop  # noqa: E402
 
 

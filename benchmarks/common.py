@@ -128,8 +128,8 @@ def accuracy_rows(runs: list[tuple[str, str]], params: bool = False) -> list[lis
     if found is None:
       continue
     final, config = found
-    from tokensparse import flops, models  # pylint: disable=g-import-not-at-top
-    model = models.build(config.model)
+    from tokensparse import flops, methods  # pylint: disable=g-import-not-at-top
+    model = methods.build(config.model)
     macs = flops.model_macs(model, channels=1)['total'] / 1e6
     size = config.model.image_size
     shape = (1,) + ((config.model.num_frames,) if config.model.get('num_frames') else ()) + \

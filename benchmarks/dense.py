@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from tokensparse import flops
-from tokensparse.models import vit
+from tokensparse.backbone import vit
 
 
 def main():

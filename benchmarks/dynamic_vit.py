@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from tokensparse import flops
-from tokensparse.models.dynamic_vit import DynamicViT
-from tokensparse.models.vit import ViT, parse_variant
+from tokensparse.methods.dynamic_vit import flops as dv_flops
+from tokensparse.methods.dynamic_vit.model import DynamicViT
+from tokensparse.backbone.vit import ViT, parse_variant
 
 
 def latency_ms(model, params, size, iters):
@@ -41,7 +42,7 @@ def main():
       jax.random.PRNGKey(0))['params']
   p_dense = {k: v for k, v in p_sparse.items() if not k.startswith('predictor_')}
   g_dense = flops.vit_macs(dense)['total'] / 1e9
-  g_sparse = flops.dynamic_vit_macs(sparse)['total'] / 1e9
+  g_sparse = dv_flops.dynamic_vit_macs(sparse)['total'] / 1e9
   print(f'{device_description()}: {args.variant} dense {g_dense:.2f} GMACs, '
         f'DynamicViT/{args.keep_ratio} {g_sparse:.2f} GMACs', flush=True)
   # Interleave the measurements so drift on a shared machine hits both alike.
@@ -65,7 +66,7 @@ def main():
           table(['model', 'GMACs', f'images/s (batch {args.batch})', 'speed-up',
                  'batch-1 latency (ms)', 'speed-up'], rows) +
           f'\n\nFLOPs ratio dense/DynamicViT: {g_dense / g_sparse:.2f}x (predictors included: '
-          f'{flops.dynamic_vit_macs(sparse)["predictors"] / 1e9:.2f} GMACs). Throughput is the '
+          f'{dv_flops.dynamic_vit_macs(sparse)["predictors"] / 1e9:.2f} GMACs). Throughput is the '
           'better of two interleaved measurements of each model in the same process.')
   write_section(f'dynamic_vit_{args.variant.replace("/", "")}', body)
 

@@ -24,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokensparse import flops
-from tokensparse.models.eventful import EventfulViT
-from tokensparse.models.vit import ViT, parse_variant
+from tokensparse.methods.eventful import flops as ev_flops
+from tokensparse.methods.eventful.model import EventfulViT
+from tokensparse.backbone.vit import ViT, parse_variant
 
 
 def make_clip(frames: int, size: int = 224) -> jnp.ndarray:
@@ -106,7 +107,7 @@ def main():
     model = EventfulViT(**kw, capacity=r, variant=variant)
     name = f'Eventful {variant}, r = {r}'
     runners[name] = Eventful(model, variables, clip)
-    macs[name] = flops.eventful_macs(model)['total'] / 1e9
+    macs[name] = ev_flops.eventful_macs(model)['total'] / 1e9
     tokens[name] = r
   times = {name: [] for name in runners}
   ratios = {name: [] for name in runners}
@@ -131,7 +132,7 @@ def main():
           f'{cores} in use (batch 1: one host device). Time per frame after the first: median '
           f'over the frames of {args.rounds} rounds, the models taking turns on each frame; '
           'speed-up: median over frames of dense / Eventful time on the same frame; operations '
-          'by `tokensparse.flops.eventful_macs` (gates included).\n\n' +
+          'by `tokensparse.methods.eventful.flops.eventful_macs` (gates included).\n\n' +
           table(['model', 'tokens recomputed per gate (N = %d)' % n, 'GMACs per frame',
                  'ms per frame', 'speed-up', 'fewer operations'], rows))
   suffix = f'_{args.cores}core' if args.cores else ''

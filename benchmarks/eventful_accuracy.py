@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from tokensparse import flops, models
+from tokensparse import backbone, methods
 from tokensparse.data import moving_fashion_mnist, pipeline
-from tokensparse.models.eventful import EventfulViT, run_clip
+from tokensparse.methods.eventful import flops as ev_flops
+from tokensparse.methods.eventful.model import EventfulViT, run_clip
 from tokensparse.train import checkpoint
 
 
@@ -34,12 +35,12 @@ def main():
   mngr = checkpoint.manager(args.workdir)
   params = mngr.restore(mngr.latest_step(), args=checkpoint.ocp.args.Composite(
       state=checkpoint.ocp.args.StandardRestore()))['state']['params']
-  kw = models.backbone_kwargs(config.model)
+  kw = backbone.backbone_kwargs(config.model)
   clips, labels = moving_fashion_mnist.load_clips(kw['image_size'], args.clips,
                                                   data_dir=config.data.data_dir)
   clips = pipeline.normalize(clips, config.data.mean, config.data.std)
   n_dev = jax.local_device_count()
-  dense = models.build(config.model)
+  dense = methods.build(config.model)
   n = dense.num_prefix + dense.num_patches
   rows, dense_acc = [], None
   settings = [('full', n)] + [(v, r) for r in (n // 2, n // 4, n // 8)
@@ -55,7 +56,7 @@ def main():
       correct += int((pred == labels[i:i + args.batch]).sum())
     acc = 100 * correct / len(clips)
     dense_acc = acc if dense_acc is None else dense_acc
-    macs = flops.eventful_macs(model, channels=1)['total'] / 1e6
+    macs = ev_flops.eventful_macs(model, channels=1)['total'] / 1e6
     rows.append([variant if r < n else 'dense (r = N)', f'{r} ({r / n:.2f} N)', f'{acc:.2f} %',
                  f'{acc - dense_acc:+.2f}', f'{macs:.1f}'])
     print(rows[-1], flush=True)
@@ -64,7 +65,7 @@ def main():
           f'{device_description()}: the dense canvas ViT (`runs/vit_fashion_mnist_canvas`, '
           f'never trained on clips) on all {len(clips)} test clips of 8 frames; clip prediction '
           '= mean of the per-frame logits; r tokens recomputed per gate and frame (N = '
-          f'{n}); MMACs per frame after the first, by `tokensparse.flops.eventful_macs`.\n\n' +
+          f'{n}); MMACs per frame after the first, by `tokensparse.methods.eventful.flops.eventful_macs`.\n\n' +
           table(['variant', 'r', 'clip accuracy', 'vs dense', 'MMACs per frame'], rows))
   write_section('eventful_accuracy', body)
 

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokensparse import functional as F
-from tokensparse.models.eventful import VARIANTS, EventfulViT
-from tokensparse.models.vit import ViT, parse_variant
+from tokensparse.methods.eventful.model import VARIANTS, EventfulViT
+from tokensparse.backbone.vit import ViT, parse_variant
 
 
 def frame_logits(model, variables, clip):

@@ -16,14 +16,15 @@ import jax
 import jax.numpy as jnp
 
 from tokensparse import flops
-from tokensparse.models.token_learner import TokenLearnerViT
-from tokensparse.models.vit import ViT, parse_variant
+from tokensparse.methods.token_learner import flops as tl_flops
+from tokensparse.methods.token_learner.model import TokenLearnerViT
+from tokensparse.backbone.vit import ViT, parse_variant
 
 
 def gmacs_row(variant, size, tokens, at, classifier='token'):
   kw = dict(num_classes=1000, image_size=size, classifier=classifier, **parse_variant(variant))
   dense = flops.vit_macs(ViT(**kw))['total'] / 1e9
-  tl = flops.token_learner_macs(TokenLearnerViT(
+  tl = tl_flops.token_learner_macs(TokenLearnerViT(
       **kw, num_learned_tokens=tokens, learner_layer=int(at * kw['depth'])))['total'] / 1e9
   label = f'{variant} {size} px, {tokens} tokens at {at}' + (', gap' if classifier == 'gap' else '')
   return [label, f'{dense:.2f}', f'{tl:.2f}',
@@ -46,7 +47,7 @@ def main():
     p_tl = jax.jit(lambda r, m=tl: m.init(r, x))(jax.random.PRNGKey(0))['params']
     p_dense = {k: v for k, v in p_tl.items() if k != 'token_learner'}
     g_dense = flops.vit_macs(dense)['total'] / 1e9
-    g_tl = flops.token_learner_macs(tl)['total'] / 1e9
+    g_tl = tl_flops.token_learner_macs(tl)['total'] / 1e9
     ips_d, ips_t = [], []
     for _ in range(2):  # interleaved, so drift on a shared machine hits both alike
       ips_d.append(images_per_sec(dense, p_dense, args.batch, 224, args.iters))

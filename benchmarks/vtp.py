@@ -6,7 +6,7 @@ the 40 %-pruned DeiT-S against the unpruned model in the same run.
 No ImageNet sparsity training happens here, so the scores are i.i.d. uniform: the global
 threshold then cuts attention and MLP channels in about equal shares in every block (the
 paper's learned scores cut unevenly, hence its 48.0 M at 40 %). "physical" is the model
-`prune` builds (a layer's heads padded to its widest head, see tokensparse/models/vtp.py, and
+`prune` builds (a layer's heads padded to its widest head, see tokensparse/methods/vtp/model.py, and
 every width rounded up to a multiple of --align, default 16, for the matmul kernels);
 "kept" counts only the kept channels. Speed: fp32, batch 32, 224 px, jitted and mapped over
 all local devices, the better of two interleaved measurements.
@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from tokensparse import flops
-from tokensparse.models.vit import ViT, parse_variant
-from tokensparse.models.vtp import VTPViT, keep_masks, prune
+from tokensparse.backbone.vit import ViT, parse_variant
+from tokensparse.methods.vtp.model import VTPViT, keep_masks, prune
 
 
 def count(params) -> int:

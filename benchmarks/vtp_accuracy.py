@@ -2,8 +2,8 @@
 fine-tuned, against the dense model given the same extra training.
 
     python train.py --config configs/vtp/fashion_mnist.py --workdir runs/vtp_sparse_fashion_mnist
-    python -m tokensparse.prune --workdir runs/vtp_sparse_fashion_mnist --rate 0.2 --out runs/vtp_pruned20_fashion_mnist
-    python -m tokensparse.prune --workdir runs/vtp_sparse_fashion_mnist --rate 0.4 --out runs/vtp_pruned40_fashion_mnist
+    python -m tokensparse.methods.vtp.prune --workdir runs/vtp_sparse_fashion_mnist --rate 0.2 --out runs/vtp_pruned20_fashion_mnist
+    python -m tokensparse.methods.vtp.prune --workdir runs/vtp_sparse_fashion_mnist --rate 0.4 --out runs/vtp_pruned40_fashion_mnist
     python train.py --config configs/vtp/fashion_mnist.py:finetune,rate=0.2 --workdir runs/vtp_finetuned20_fashion_mnist
     python train.py --config configs/vtp/fashion_mnist.py:finetune,rate=0.4 --workdir runs/vtp_finetuned40_fashion_mnist
     python train.py --config configs/vtp/fashion_mnist.py:continue --workdir runs/vtp_continue_fashion_mnist
@@ -33,7 +33,7 @@ def main():
           'their layer). Paper (DeiT-B, ImageNet): -0.5 points at 20 %, -1.1 at 40 %.\n\n' +
           table(['model', 'test accuracy', 'vs default', 'params', 'of dense', 'MMACs',
                  'of dense', 'test images'], rows))
-  for rate in (20, 40):  # the per-layer reports `tokensparse.prune` wrote
+  for rate in (20, 40):  # the per-layer reports `tokensparse.methods.vtp.prune` wrote
     report = os.path.join(ROOT, f'runs/vtp_pruned{rate}_fashion_mnist', 'pruning.md')
     if os.path.exists(report):
       body += f'\n\nPer block at {rate} % (`pruning.md`): ' + open(report).read().strip()

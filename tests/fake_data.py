@@ -46,10 +46,15 @@ def tiny_config(tmp_path, **overrides):
     config.warmup_steps = 1
     config.log_every_steps = 2
     config.checkpoint_every_steps = 2
-    for key, value in overrides.items():
-      target = config
-      *parents, leaf = key.split('.')
-      for p in parents:
-        target = target[p]
-      target[leaf] = value
+    set_fields(config, overrides)
   return config
+
+
+def set_fields(config, fields: dict):
+  """Set dotted fields of a ConfigDict: {'model.name': 'tome', 'init_from.path': ...}."""
+  for key, value in fields.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      target = target[p]
+    target[leaf] = value

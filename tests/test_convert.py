@@ -6,7 +6,7 @@ from safetensors.numpy import save_file
 
 import jax.numpy as jnp
 
-from tokensparse import backbone, convert, methods
+from tokensparse import convert, methods
 from tests import numpy_vit
 
 DIMS = dict(width=32, depth=2, num_heads=4, mlp_dim=64, patch=4, channels=3, num_classes=5)

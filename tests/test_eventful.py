@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tokensparse.flops import vit_macs
 from tokensparse.methods.eventful import flops
 from tokensparse.methods.eventful import ops as F
 from tokensparse.methods.eventful.model import VARIANTS, EventfulViT, run_clip
@@ -203,7 +204,7 @@ def test_bad_capacity_is_named():
 
 
 def test_operation_counter():
-  dense = flops.vit_macs(ViT(**KW))['total']
+  dense = vit_macs(ViT(**KW))['total']
   full_n = flops.eventful_macs(EventfulViT(**KW, capacity=N, variant='tokenwise'))
   gates = 2 * (N * 32 * 3)
   assert full_n['total'] == dense + gates

@@ -82,7 +82,7 @@ def test_every_method_builds_validates_runs_and_costs_at_most_dense(name):
 def test_unknown_method_lists_the_registry():
   with pytest.raises(ValueError, match="model.name='tomme': unknown method; available: vit, "):
     methods.get('tomme')
-  with pytest.raises(ValueError, match="--method eventful:colour='red': expected capacity="):
+  with pytest.raises(ValueError, match="--method eventful:colour='red': expected one of capacity=, variant=, threshold="):
     methods.retarget(ml_collections.ConfigDict(dict(model=tiny_model('vit'))), 'eventful:colour=red')
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from tokensparse import configs, convert, flops, methods
 from tokensparse.methods.tome import ops as tome_ops
-from tests import numpy_vit
+from tests import fake_data, numpy_vit
 
 DIMS = dict(width=32, depth=3, num_heads=4, mlp_dim=64, patch=4, channels=3, num_classes=5)
 
@@ -23,12 +23,7 @@ def model_config(name='vit', distilled=False, classifier='token', **fields):
   defaults = methods.get(name).defaults()
   for key, value in (defaults.items() if defaults is not None else ()):
     c[key] = value
-  for key, value in fields.items():
-    target = c
-    *parents, leaf = key.split('.')
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
+  fake_data.set_fields(c, fields)
   return c
 
 
@@ -204,7 +199,6 @@ def test_evit_token_counts_and_macs():
 
 
 def test_both_jit_once_and_train(tmp_path):
-  from tests import fake_data
   from tokensparse.train import loop
   import chex
   for name, fields in (('tome', {'r': 3}), ('evit', {'keep_rate': 0.5, 'layers': (1,)})):
@@ -241,7 +235,6 @@ def test_bad_settings_are_refused_naming_the_field(name, field, value, message):
 
 
 def test_bad_setting_writes_nothing(tmp_path):
-  from tests import fake_data
   from tokensparse.train import loop
   config = fake_data.tiny_config(tmp_path, **{'model.name': 'tome'})
   with config.unlocked():

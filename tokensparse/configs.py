@@ -55,7 +55,10 @@ def base() -> ml_collections.ConfigDict:
       canvas_size=0,  # > 0: place each image at a random position on a zero canvas this big
       mean=(0.5,), std=(0.5,)))
 
-  c.init_from = ml_collections.ConfigDict(dict(path='', skip=()))
+  # path: a work directory or a timm/DeiT/vit_jax file; skip: parameter prefixes left at their
+  # init; model_fields: model fields taken from a work directory's saved config (e.g. the
+  # per-layer widths of a pruned model), so a config need not read the checkpoint itself.
+  c.init_from = ml_collections.ConfigDict(dict(path='', skip=(), model_fields=()))
   return c
 
 
@@ -72,9 +75,25 @@ def from_file(path: str, arg: str = ''):
   return module.get_config(arg)
 
 
-def parse_options(arg: str) -> dict:
-  """'tl,tokens=16,at=0.75' -> {'tl': True, 'tokens': '16', 'at': '0.75'}."""
-  return dict(a.split('=', 1) if '=' in a else (a, True) for a in (arg or '').split(',') if a)
+def parse_options(arg: str, known: tuple[str, ...] | None = None,
+                  variant: str | None = None) -> dict:
+  """The one way configs read their argument (`--config path.py:ARG`):
+  'tl,tokens=16,at=0.75' -> {'tl': True, 'tokens': '16', 'at': '0.75'}. With `variant` (a
+  default such as 'S/16'), a first item that looks like 'S/16' is returned as 'variant'. With
+  `known`, any other name is refused with the list of known ones."""
+  items = [a for a in (arg or '').split(',') if a]
+  options = {}
+  if variant is not None:
+    options['variant'] = items.pop(0) if items and '/' in items[0] else variant
+  for item in items:
+    key, _, value = item.partition('=')
+    options[key] = value if '=' in item else True
+  if known is not None:
+    unknown = [k for k in options if k not in known and k != 'variant']
+    if unknown:
+      raise ValueError(f'config argument {arg!r}: unknown option(s) {", ".join(unknown)}; '
+                       f'known: {", ".join(known) or "none"}')
+  return options
 
 
 def _fail(field: str, value, why: str):

@@ -18,7 +18,8 @@ from tokensparse import configs
 
 
 def get_config(arg: str = ''):
-  c = configs.from_file('vit/imagenet.py', 'S/16' + (',runlocal' if 'runlocal' in arg else ''))
+  options = configs.parse_options(arg, known=('runlocal',))
+  c = configs.from_file('vit/imagenet.py', 'S/16' + (',runlocal' if 'runlocal' in options else ''))
   with c.unlocked():
     c.model.name = 'dynamic_vit'
     c.model.droppath = 0.0
@@ -28,7 +29,7 @@ def get_config(arg: str = ''):
     c.dynamic_vit = ml_collections.ConfigDict(dict(ratio_weight=2.0, distill_weight=0.5,
                                                    token_weight=0.5))
     c.init_from.skip = ('predictor_',)
-    if 'runlocal' not in arg:
+    if 'runlocal' not in options:
       c.num_epochs = 30
     c.optimizer.update(lr=1e-3, min_lr=1e-6)
     c.optimizer.lr_groups = [('^predictor_', 1.0), ('^cls$|pos_embedding', 0.0),

@@ -18,7 +18,8 @@ from tokensparse import configs
 
 
 def get_config(arg: str = ''):
-  c = configs.from_file('vit/fashion_mnist_canvas.py', arg)
+  options = configs.parse_options(arg, known=('static', 'pool', 'full_backbone', 'runlocal'))
+  c = configs.from_file('vit/fashion_mnist_canvas.py', 'runlocal' if 'runlocal' in options else '')
   with c.unlocked():
     c.model.name = 'dynamic_vit'
     c.model.keep_ratio = 0.7
@@ -37,11 +38,11 @@ def get_config(arg: str = ''):
     c.optimizer.update(lr=1e-3, min_lr=1e-6, weight_decay=0.05, grad_clip_norm=1.0)
     c.optimizer.lr_groups = [('^predictor_|^static_scores_', 1.0), ('^cls$|pos_embedding', 0.0),
                              ('.*', 0.01, 'warmup')]
-    if 'static' in arg:
+    if 'static' in options:
       c.model.selector = 'static'
-    if 'pool' in arg:  # 2x2 pooling before block 3: 246 token-blocks vs DynamicViT's 251
+    if 'pool' in options:  # 2x2 pooling before block 3: 246 token-blocks vs DynamicViT's 251
       c.model.name = 'pooled_vit'
       c.model.pool_layer = 3
-      if 'full_backbone' in arg:  # the backbone at the full learning rate, from the first step
+      if 'full_backbone' in options:  # the backbone at the full learning rate, from the first step
         c.optimizer.lr_groups = [('^cls$|pos_embedding', 0.0), ('.*', 1.0)]
   return c.lock()

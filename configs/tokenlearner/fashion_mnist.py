@@ -18,8 +18,8 @@ from tokensparse import configs
 
 
 def get_config(arg: str = ''):
-  c = configs.from_file('vit/fashion_mnist_canvas.py', 'runlocal' if 'runlocal' in arg else '')
-  options = configs.parse_options(arg)
+  options = configs.parse_options(arg, known=('tokens', 'at', 'v1.0', 'fuser', 'gap', 'runlocal'))
+  c = configs.from_file('vit/fashion_mnist_canvas.py', 'runlocal' if 'runlocal' in options else '')
   with c.unlocked():
     c.model.name = 'token_learner'
     c.model.token_learner = ml_collections.ConfigDict(dict(

@@ -19,9 +19,8 @@ from tokensparse import configs
 
 
 def get_config(arg: str = 'B/16'):
-  variant, *rest = (arg or 'B/16').split(',')
-  options = configs.parse_options(','.join(rest))
-  c = configs.from_file('vit/imagenet.py', variant)   # data pipeline, eval, logging
+  options = configs.parse_options(arg, known=('tokens', 'at', 'fuser', 'runlocal'), variant='B/16')
+  c = configs.from_file('vit/imagenet.py', options['variant'])   # data pipeline, eval, logging
   with c.unlocked():
     c.model.update(name='token_learner', classifier='gap', droppath=0.1)
     c.model.token_learner = ml_collections.ConfigDict(dict(

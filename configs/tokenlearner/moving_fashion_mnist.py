@@ -21,7 +21,7 @@ from tokensparse import configs
 
 def get_config(arg: str = ''):
   c = configs.from_file('vit/fashion_mnist.py', )
-  options = configs.parse_options(arg)
+  options = configs.parse_options(arg, known=('tl', 'tokens', 'at', 'fuser', 'runlocal'))
   with c.unlocked():
     c.model.update(image_size=42, num_frames=8)
     c.data.update(name='moving_fashion_mnist', augment='none', flip=True)

@@ -15,6 +15,7 @@ from tokensparse import configs
 
 
 def get_config(arg: str = ''):
+  options = configs.parse_options(arg, known=('runlocal',))
   c = configs.base()
   c.model.update(num_classes=10, image_size=28, patch_size=7, width=128, depth=6, num_heads=4,
                  mlp_dim=256)
@@ -26,7 +27,7 @@ def get_config(arg: str = ''):
   c.optimizer.update(lr=2e-3, min_lr=1e-5, weight_decay=0.05)
   c.log_every_steps = 100
   c.checkpoint_every_steps = 250
-  if 'runlocal' in arg:
+  if 'runlocal' in options:
     c.total_steps = 50
     c.log_every_steps = 10
     c.checkpoint_every_steps = 25

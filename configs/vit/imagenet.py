@@ -15,7 +15,8 @@ from tokensparse import configs
 
 
 def get_config(arg: str = 'S/16'):
-  variant, *options = (arg or 'S/16').split(',')
+  options = configs.parse_options(arg, known=('runlocal',), variant='S/16')
+  variant = options['variant']
   c = configs.base()
   c.model.update(variant=variant, num_classes=1000, image_size=224,
                  droppath=0.1 if variant.startswith(('S', 'B', 'L')) else 0.0)

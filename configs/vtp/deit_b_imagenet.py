@@ -4,7 +4,7 @@
     python train.py --config configs/vtp/deit_b_imagenet.py --workdir runs/vtp_deit_b_sparse \
         --config.init_from.path=deit_base_patch16_224-b5f2ef4d.pth --config.data.data_dir=/data/tfds
     # 2. prune 40 % of the channels
-    python -m tokensparse.prune --workdir runs/vtp_deit_b_sparse --rate 0.4 --out runs/vtp_deit_b_pruned40
+    python -m tokensparse.methods.vtp.prune --workdir runs/vtp_deit_b_sparse --rate 0.4 --out runs/vtp_deit_b_pruned40
     # 3. fine-tune the pruned model
     python train.py --config configs/vtp/deit_b_imagenet.py:finetune,pruned=runs/vtp_deit_b_pruned40 \
         --workdir runs/vtp_deit_b_finetuned40 --config.data.data_dir=/data/tfds
@@ -21,7 +21,7 @@ from tokensparse import configs
 
 
 def get_config(arg: str = ''):
-  options = configs.parse_options(arg)
+  options = configs.parse_options(arg, known=('finetune', 'pruned', 'runlocal'))
   c = configs.from_file('vit/imagenet.py', 'B/16,runlocal' if 'runlocal' in options else 'B/16')
   with c.unlocked():
     c.num_epochs = 30
@@ -29,11 +29,9 @@ def get_config(arg: str = ''):
     if 'finetune' in options:
       if 'pruned' not in options:
         raise ValueError('finetune needs pruned=<work directory written by tokensparse.prune>')
-      from tokensparse.train import checkpoint  # pylint: disable=g-import-not-at-top
-      model = checkpoint.load_config(options['pruned'])['model']
-      c.model.update(name='vit', head_dim=model['head_dim'], mlp_dim=model['mlp_dim'],
-                     attn_scale=model['attn_scale'])
+      c.model.name = 'vit'
       c.init_from.path = options['pruned']
+      c.init_from.model_fields = ('head_dim', 'mlp_dim', 'attn_scale')  # the pruned widths
       c.optimizer.lr = 1e-4
     else:
       c.model.name = 'vtp'

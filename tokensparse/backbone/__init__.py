@@ -7,6 +7,7 @@ the first backbone field that cannot work. Nothing here knows about any method.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
@@ -14,9 +15,8 @@ import numpy as np
 
 from tokensparse.backbone.vit import VARIANTS, ViT, parse_variant, per_layer  # noqa: F401
 
-FIELDS = ('num_classes', 'image_size', 'patch_size', 'width', 'depth', 'num_heads', 'mlp_dim',
-          'head_dim', 'attn_scale', 'distilled', 'dropout', 'attn_dropout', 'droppath',
-          'classifier', 'num_frames')
+# The config fields of the backbone are the ViT module's own (dtype arrives as a name).
+FIELDS = tuple(f.name for f in dataclasses.fields(ViT) if f.name not in ('parent', 'name', 'dtype'))
 REQUIRED = ('num_classes', 'image_size', 'patch_size', 'width', 'depth', 'num_heads', 'mlp_dim')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 

@@ -11,7 +11,6 @@ Batches are dicts of numpy arrays shaped [local_devices, per_device_batch, ...].
 from __future__ import annotations
 
 import dataclasses
-import os
 import queue
 import threading
 from typing import Any, Iterator

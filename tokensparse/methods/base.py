@@ -20,6 +20,23 @@ def fail(field: str, value, why: str):
   raise ValueError(f'{field}={value!r}: {why}')
 
 
+def boolean(text: str) -> bool:
+  """'1', 'true', 'yes' (any case) -> True; '0', 'false', 'no' -> False."""
+  if text.lower() not in ('1', 'true', 'yes', '0', 'false', 'no'):
+    raise ValueError(f'{text!r} is not a boolean (true/false)')
+  return text.lower() in ('1', 'true', 'yes')
+
+
+def int_or_list(text: str):
+  """'8' -> 8; '3/2/1' -> [3, 2, 1] (one value per block)."""
+  return [int(v) for v in text.split('/')] if '/' in text else int(text)
+
+
+def int_tuple(text: str) -> tuple[int, ...]:
+  """'3/6/9' -> (3, 6, 9)."""
+  return tuple(int(v) for v in text.split('/') if v)
+
+
 class Method:
   """Defaults for a method; subclasses override what differs (see the module docstring)."""
   name: str = ''
@@ -27,8 +44,8 @@ class Method:
   model_class: type = backbone.ViT
   # Variable collections the model creates and the optimiser trains ({'params', ...}).
   collections: tuple[str, ...] = ('params',)
-  # RNG streams a training forward pass needs besides 'dropout'.
-  rng_streams: tuple[str, ...] = ()
+  # Fields of config.model.<name> that `--method NAME:key=value` may set, with their parsers.
+  options: dict[str, Callable[[str], Any]] = {}
 
   # ----------------------------------------------------------------------------- config
   def defaults(self) -> ml_collections.ConfigDict | None:
@@ -51,10 +68,18 @@ class Method:
     del config, kw
 
   def apply_options(self, model_config: Any, options: dict[str, str]) -> None:
-    """Set method fields from 'key=value' options given on a command line
-    (`--method NAME:key=value,...`); the default knows none."""
-    if options:
-      raise ValueError(f'method {self.name!r} takes no options (got {", ".join(options)})')
+    """Set config.model.<name>.<key> from the 'key=value' options of a command line
+    (`--method NAME:key=value,...`), parsed by `self.options`."""
+    for key, text in options.items():
+      if key not in self.options:
+        known = ', '.join(f'{k}=' for k in self.options) or 'nothing'
+        fail(f'--method {self.name}:{key}', text, f'expected one of {known}')
+      try:
+        value = self.options[key](text)
+      except ValueError as e:
+        raise ValueError(f'--method {self.name}:{key}={text!r}: {e}') from None
+      with model_config.unlocked():
+        model_config[self.name][key] = value
 
   # ----------------------------------------------------------------------------- training
   def loss_fn(self, config: Any) -> Callable:

@@ -146,8 +146,33 @@ def evaluate(p_eval, rstate, data: Data) -> dict:
   return steps.summarize(jax.tree.map(lambda x: np.asarray(x)[0], jax.device_get(sums)))
 
 
+def adopt_model_fields(config):
+  """`config` with the model fields named in `init_from.model_fields` taken from the saved
+  config of the `init_from.path` work directory (unchanged when none are named)."""
+  fields = tuple(config.get('init_from', {}).get('model_fields') or ())
+  if not fields:
+    return config
+  path = config.init_from.path
+  if not os.path.isdir(path):
+    raise ValueError(f'init_from.model_fields={fields}: init_from.path={path!r} must be a '
+                     'tokensparse work directory')
+  try:
+    saved = checkpoint.load_config(path)['model']
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f'init_from.path={path!r}: no checkpoint in that work directory '
+                            f'to take init_from.model_fields={fields} from') from e
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for field in fields:
+      if field not in saved:
+        raise ValueError(f'init_from.model_fields: {field!r} is not a model field of {path}')
+      config.model[field] = saved[field]
+  return config
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Train `config` in `workdir`, resuming from its latest checkpoint; returns final eval."""
+  config = adopt_model_fields(config)
   config_lib.validate(config)
   local_devices = jax.local_device_count()
   log(f'{jax.device_count()} devices ({jax.devices()[0].platform}), {local_devices} local, '
@@ -192,9 +217,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
                     axis_name=steps.AXIS)
   rstate = steps.replicate(state)
   writer = MetricWriter(workdir)
-  log_every, eval_every = config.log_every_steps, config.get('eval_every_steps') or 0
-  ckpt_every = config.get('checkpoint_every_steps') or 0
-
   batches = data.train_iter(start)
   with Preemption() as preemption:
     return _train(config, workdir, state=rstate, start=start, total_steps=total_steps,

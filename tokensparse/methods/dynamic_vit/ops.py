@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 
 def softmax_with_policy(logits: jax.Array, policy: jax.Array, eps: float = 1e-6) -> jax.Array:

@@ -52,6 +52,7 @@ class EventfulMethod(Method):
   name = 'eventful'
   summary = 'video: recomputes only the tokens that changed since the last frame'
   model_class = EventfulViT
+  options = {'capacity': int, 'variant': str, 'threshold': float}
 
   def defaults(self):
     return ml_collections.ConfigDict(dict(eventful=dict(
@@ -59,15 +60,6 @@ class EventfulMethod(Method):
 
   def model_kwargs(self, m):
     return _fields(m)
-
-  def apply_options(self, m, options):
-    with m.unlocked():
-      if 'eventful' not in m:
-        m.eventful = self.defaults().eventful
-      for key, value in options.items():
-        if key not in ('capacity', 'variant', 'threshold'):
-          fail(f'--method eventful:{key}', value, 'expected capacity=, variant= or threshold=')
-        m.eventful[key] = {'capacity': int, 'variant': str, 'threshold': float}[key](value)
 
   def validate(self, config, kw):
     f = _fields(config.model)

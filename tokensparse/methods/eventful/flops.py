@@ -1,7 +1,7 @@
 """Operations of one Eventful frame (tokensparse.flops rules, plus the gates' error norms)."""
 from __future__ import annotations
 
-from tokensparse.flops import add, head_macs, patch_embed_macs, vit_macs  # noqa: F401
+from tokensparse.flops import add, head_macs, patch_embed_macs
 from tokensparse.backbone.vit import per_layer
 
 

@@ -11,7 +11,7 @@ import ml_collections
 
 from tokensparse import backbone
 from tokensparse.flops import vit_macs
-from tokensparse.methods.base import Method, fail
+from tokensparse.methods.base import Method, boolean, fail, int_tuple
 from tokensparse.methods.evit.model import EViT
 
 
@@ -28,23 +28,13 @@ class EViTMethod(Method):
   name = 'evit'
   summary = 'keeps the tokens the class token attends to and fuses the rest'
   model_class = EViT
+  options = {'keep_rate': float, 'layers': int_tuple, 'fuse': boolean}
 
   def defaults(self):
     return ml_collections.ConfigDict(dict(evit=dict(keep_rate=0.7, layers=(), fuse=True)))
 
   def model_kwargs(self, m):
     return dict(keep_rate=m.evit.keep_rate, layers=layers(m), fuse=m.evit.get('fuse', True))
-
-  def apply_options(self, m, options):
-    for key, value in options.items():
-      if key == 'keep_rate':
-        m.evit.keep_rate = float(value)
-      elif key == 'layers':
-        m.evit.layers = tuple(int(v) for v in value.split('/'))
-      elif key == 'fuse':
-        m.evit.fuse = value.lower() in ('1', 'true', 'yes')
-      else:
-        fail(f'--method evit:{key}', value, 'expected keep_rate=, layers= (e.g. 3/6/9) or fuse=')
 
   def validate(self, config, kw):
     ev = config.model.evit

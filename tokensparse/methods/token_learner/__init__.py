@@ -10,7 +10,7 @@ import ml_collections
 from tokensparse import backbone
 from tokensparse.methods.base import Method, fail
 from tokensparse.methods.token_learner import flops
-from tokensparse.methods.token_learner.model import TokenFuser, TokenLearner, TokenLearnerViT  # noqa: F401
+from tokensparse.methods.token_learner.model import TokenLearnerViT
 
 
 def learner_layer(at: float, depth: int) -> int:

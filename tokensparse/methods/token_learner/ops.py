@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 
 def learned_token_weights(logits: jax.Array, version: str) -> jax.Array:

@@ -13,7 +13,7 @@ from ml_collections import config_dict
 
 from tokensparse import backbone
 from tokensparse.flops import vit_macs
-from tokensparse.methods.base import Method, fail
+from tokensparse.methods.base import Method, boolean, fail, int_or_list
 from tokensparse.methods.tome import ops
 from tokensparse.methods.tome.model import ToMeViT
 
@@ -30,6 +30,7 @@ class ToMeMethod(Method):
   name = 'tome'
   summary = 'merges the most similar tokens in every block (training-free)'
   model_class = ToMeViT
+  options = {'r': int_or_list, 'inflect': float, 'prop_attn': boolean}
 
   def defaults(self):
     # r is an int or a list (one per block): typed `object` so either can override it.
@@ -40,17 +41,6 @@ class ToMeMethod(Method):
   def model_kwargs(self, m):
     return dict(merges=merges(m), prop_attn=m.tome.get('prop_attn', True),
                 trace_source=m.tome.get('trace_source', False))
-
-  def apply_options(self, m, options):
-    for key, value in options.items():
-      if key == 'r':
-        m.tome.r = [int(v) for v in value.split('/')] if '/' in value else int(value)
-      elif key == 'inflect':
-        m.tome.inflect = float(value)
-      elif key == 'prop_attn':
-        m.tome.prop_attn = value.lower() in ('1', 'true', 'yes')
-      else:
-        fail(f'--method tome:{key}', value, 'expected r=, inflect= or prop_attn=')
 
   def validate(self, config, kw):
     tm = config.model.tome

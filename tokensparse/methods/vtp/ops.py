@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
 
 def scale_channels(x: jax.Array, scores: jax.Array) -> jax.Array:
