@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, ROOT)
 from tests import fake_data  # noqa: E402
-from tokensparse import configs, inference  # noqa: E402
+from tokensparse import configs, inference, methods  # noqa: E402
 from tokensparse.methods.vtp import prune as prune_cli  # noqa: E402
 from tokensparse.methods.eventful.model import EventfulViT  # noqa: E402
 from tokensparse.train import checkpoint, loop  # noqa: E402
@@ -74,6 +74,22 @@ def main():
     EventfulViT(num_classes=10, image_size=28, patch_size=7, width=32, depth=2, num_heads=4,
                 mlp_dim=64, capacity=40).init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))
 
+  def method(name, **fields):
+    """Train `name` with the given method fields on the protected work directory."""
+    def run():
+      c = fake_data.tiny_config(tmp, **{'model.name': name})
+      with c.unlocked():
+        c.model[name] = methods.get(name).defaults()[name]
+        c.model[name].update(fields)
+      loop.train_and_evaluate(c, good)
+    return run
+
+  def gap_evit():
+    c = fake_data.tiny_config(tmp, **{'model.name': 'evit', 'model.classifier': 'gap'})
+    with c.unlocked():
+      c.model.evit = methods.get('evit').defaults().evit
+    loop.train_and_evaluate(c, good)
+
   def corrupt():
     bad = tmp / 'corrupt'
     shutil.copytree(base.data.source_dir, bad, dirs_exist_ok=True)
@@ -92,6 +108,15 @@ def main():
       ('DynamicViT keep ratio 1.5', dynamic(1.5)),
       ('TokenLearner with 100 tokens from 16 positions', token_learner),
       ('Eventful r = 40 > N = 17', eventful),
+      ('ToMe r = 9 on 17 tokens (at most 8 mergeable)', method('tome', r=9)),
+      ('ToMe schedule with more entries than blocks', method('tome', r=[1, 1, 1])),
+      ('EViT keep rate 0', method('evit', keep_rate=0.0)),
+      ('EViT keep rate 1.2', method('evit', keep_rate=1.2)),
+      ("EViT with classifier='gap' (no class token)", gap_evit),
+      ('`--method tome:r=abc` on a work directory',
+       lambda: inference.load(good, method='tome:r=abc')),
+      ('`--method evit:keep=0.5` (unknown option)',
+       lambda: inference.load(good, method='evit:keep=0.5')),
       ('VTP pruning rate 1.0', lambda: prune_cli.main(['--workdir', good, '--rate', '1.0',
                                                        '--out', str(tmp / 'p')])),
       ('inference on 32x32 images (model: 28x28)',

@@ -79,14 +79,17 @@ def merge(x: jax.Array, unm: jax.Array, src: jax.Array, dst: jax.Array,
 def merge_weighted(x: jax.Array, size: jax.Array, matched, num_prefix: int,
                    source: jax.Array | None = None):
   """Size-weighted merge: x [B, T, C], size [B, T, 1] (patches per token), optional source
-  [B, T, N0] (which input tokens each token holds) -> the same with T - r tokens."""
+  [B, T, N0] (which input tokens each token holds) -> the same with T - r tokens. The sizes
+  ride along as one more channel, so one gather/scatter moves both."""
   unm, src, dst = matched
-  total = merge(x * size.astype(x.dtype), unm, src, dst, num_prefix)
-  size = merge(size, unm, src, dst, num_prefix)
-  x = total / size.astype(x.dtype)
+  c = x.shape[-1]
+  parts = [x * size.astype(x.dtype), size.astype(x.dtype)]
   if source is not None:
-    source = merge(source, unm, src, dst, num_prefix)
-  return x, size, source
+    parts.append(source.astype(x.dtype))
+  out = merge(jnp.concatenate(parts, axis=-1), unm, src, dst, num_prefix)
+  size = out[..., c:c + 1].astype(jnp.float32)
+  x = out[..., :c] / out[..., c:c + 1]
+  return x, size, (out[..., c + 1:].astype(jnp.float32) if source is not None else None)
 
 
 def size_bias(size: jax.Array) -> jax.Array:
