@@ -1,60 +1,17 @@
 """train.py as users run it, in subprocesses: two processes == one, SIGTERM, kill -9."""
+import json
 import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
-import numpy as np
 import pytest
 
-from tokensparse.data import pipeline
-from tokensparse.train import checkpoint, loop
+from tokensparse.train import checkpoint, lock, loop
 from tests import fake_data
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = '''
-import pathlib, sys
-sys.path.insert(0, {repo!r})
-from tests import fake_data
-
-def get_config():
-  return fake_data.tiny_config(pathlib.Path({tmp!r}), **{overrides!r})
-'''
-
-
-def write_config(tmp_path, **overrides) -> str:
-  config = fake_data.tiny_config(tmp_path, **overrides)
-  pipeline.get_builder(config.data)  # build the fake dataset once, before any subprocess
-  path = tmp_path / f'config_{len(os.listdir(tmp_path))}.py'
-  path.write_text(CONFIG.format(repo=REPO, tmp=str(tmp_path), overrides=overrides))
-  return str(path)
-
-
-def train_cmd(config_path, workdir, *extra):
-  return [sys.executable, os.path.join(REPO, 'train.py'), '--config', config_path,
-          '--workdir', workdir, *extra]
-
-
-def env(devices: int) -> dict:
-  e = dict(os.environ, PYTHONPATH=REPO)
-  e['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
-                    '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1')
-  return e
-
-
-def final_params(workdir, step=None):
-  mngr = checkpoint.manager(workdir)
-  step = mngr.latest_step() if step is None else step
-  return mngr.restore(step, args=checkpoint.ocp.args.Composite(
-      state=checkpoint.ocp.args.StandardRestore()))['state']['params']
-
-
-def assert_trees_close(a, b, atol):
-  import jax  # pylint: disable=g-import-not-at-top
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(x, y, atol=atol, rtol=0)
+from tests.cli_runs import (assert_trees_close, env, final_params, kill_and_resume, partial_saves,
+                            train_cmd, write_config)
 
 
 def free_port() -> int:
@@ -158,17 +115,80 @@ def test_in_process_sigterm_then_resume_equals_uninterrupted(tmp_path, monkeypat
 def test_cli_config_mistakes_name_the_flag_and_write_nothing(tmp_path):
   cfg = write_config(tmp_path)
   workdir = str(tmp_path / 'never')
-  for flag, message in (('--config.model.widht=64',
-                         'error: --config.model.widht: no such field in the config. Did you '
-                         'mean "width" instead of "widht"?'),
-                        ('--config.batch_size=abc', "flag --config.batch_size=abc: invalid "
-                                                    "literal for int() with base 10: 'abc'"),
-                        ('--config.model.patch_size=5',
-                         'error: model.image_size=28: not divisible by model.patch_size=5')):
-    r = subprocess.run(train_cmd(cfg, workdir, flag), env=env(2), capture_output=True,
+  typo = os.path.join(os.path.dirname(cfg), os.path.basename(cfg).replace('config_', 'confg_'))
+  (tmp_path / 'a_file').write_text('')
+  for args, message in (
+      (['--config.model.widht=64'], 'error: --config.model.widht: no such field in the '
+                                    'config; did you mean --config.model.width?\n'),
+      (['--config.optimizer.learning_rate=1'], 'error: --config.optimizer.learning_rate: no '
+                                               'such field in the config (optimizer has b1, b2,'),
+      (['--config.optimiser.lr=1'], 'error: --config.optimiser.lr: no such field in the config; '
+                                    'did you mean --config.optimizer?\n'),
+      (['--config.batch_size=abc'], 'error: --config.batch_size=abc: batch_size is an int '
+                                    '(now 16)\n'),
+      (['--config.model.patch_size=5'],
+       'error: model.image_size=28: not divisible by model.patch_size=5\n')):
+    r = subprocess.run(train_cmd(cfg, workdir, *args), env=env(2), capture_output=True,
                        text=True, timeout=120)
-    assert r.returncode != 0 and message in r.stderr, r.stderr[-2000:]
+    assert r.returncode != 0 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr  # one line, no traceback
     assert not os.path.exists(workdir)
+  for cmd, message in (
+      (train_cmd(typo, workdir), f'error: --config {typo}: no such file; did you mean {cfg}?'),
+      (train_cmd(cfg + ':fast', workdir),
+       f"error: --config {cfg}:fast: get_config() takes 0 positional arguments but 1 was given"),
+      (train_cmd(cfg, str(tmp_path / 'a_file')),
+       f'error: --workdir {tmp_path / "a_file"}: is a file, not a directory')):
+    r = subprocess.run(cmd, env=env(2), capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and r.stderr.startswith(message), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not os.path.exists(workdir)
+  assert (tmp_path / 'a_file').read_text() == ''
+
+
+def test_a_live_work_directory_is_refused_and_a_dead_runs_lock_taken_over(tmp_path, capsys):
+  config = fake_data.tiny_config(tmp_path, total_steps=2)
+  workdir = tmp_path / 'w'
+  loop.train_and_evaluate(config, str(workdir))
+  assert not (workdir / lock.NAME).exists()  # released at the end
+  before = sorted((str(p), p.stat().st_mtime_ns) for p in workdir.rglob('*'))
+  with lock.WorkdirLock(str(workdir)):  # a live holder (flock conflicts across open files)
+    with pytest.raises(lock.Busy, match=rf'{workdir} is in use by another training run \(pid '
+                                        rf'{os.getpid()} on host {socket.gethostname()}, started '):
+      loop.train_and_evaluate(config, str(workdir))
+    holder = json.loads((workdir / lock.NAME).read_text())
+    assert holder['pid'] == os.getpid()
+    after = sorted((str(p), p.stat().st_mtime_ns) for p in workdir.rglob('*')
+                   if p.name != lock.NAME)
+    assert after == before  # the refused run wrote nothing
+  # A lock file whose holder died (no flock on it) is taken over, and the takeover said.
+  (workdir / lock.NAME).write_text(json.dumps({'pid': 999999, 'host': 'gone', 'started': 'then'}))
+  capsys.readouterr()
+  loop.train_and_evaluate(fake_data.tiny_config(tmp_path, total_steps=4), str(workdir))
+  assert ('took over the lock of a run that ended without releasing it (pid 999999 on host '
+          'gone, started then)') in capsys.readouterr().out
+  assert not (workdir / lock.NAME).exists()
+
+
+def test_kill_9_at_random_moments_and_during_saves_resumes_to_the_same_parameters(tmp_path):
+  """Crash consistency: SIGKILL at random moments and in the middle of checkpoint writes; every
+  restart resumes (taking over the dead run's lock) and the end equals an uninterrupted run.
+  benchmarks/crash_consistency.py runs the same harness with many more kill points."""
+  cfg = write_config(tmp_path, total_steps=24, checkpoint_every_steps=2, log_every_steps=2)
+  start = time.time()
+  straight = subprocess.run(train_cmd(cfg, str(tmp_path / 'straight')), env=env(2),
+                            timeout=300, capture_output=True, text=True)
+  assert straight.returncode == 0, straight.stderr[-3000:]
+  want = final_params(str(tmp_path / 'straight'))
+
+  def check(workdir):  # after each completed chain of kills and restarts
+    assert_trees_close(final_params(workdir), want, atol=1e-6)
+    assert not os.path.exists(os.path.join(workdir, lock.NAME))
+    assert not partial_saves(workdir)  # what killed saves left is cleared
+  workdir = str(tmp_path / 'killed')
+  records = kill_and_resume(train_cmd(cfg, workdir), env(2), workdir, check, random_kills=3,
+                            save_kills=2, duration=time.time() - start)
+  assert sum(r.get('during_save', False) for r in records) >= 2, records
 
 
 def test_resuming_with_another_architecture_is_refused(tmp_path):

@@ -5,6 +5,8 @@ return `config.lock()`, so a mistyped field fails instead of silently doing noth
 """
 from __future__ import annotations
 
+import difflib
+import glob
 import importlib.util
 import os
 
@@ -73,6 +75,47 @@ def from_file(path: str, arg: str = ''):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def check_command_line(spec: str, overrides: list[str]) -> None:
+  """Check `--config PATH[:ARG]` and its `--config.a.b=value` overrides before any flag
+  parsing, raising ValueError with one line that names the bad one (and the nearest existing
+  file or field) instead of a traceback from ml_collections."""
+  path, _, arg = spec.partition(':')
+  if not os.path.isfile(path):
+    known = (glob.glob(os.path.join(os.path.dirname(path) or '.', '*.py'))
+             + glob.glob('configs/**/*.py', recursive=True))
+    near = difflib.get_close_matches(path, known, n=1, cutoff=0.85)
+    raise ValueError(f'--config {spec}: no such file' + (f'; did you mean {near[0]}?' if near
+                                                         else ' (the configs are in configs/)'))
+  module_spec = importlib.util.spec_from_file_location('config_checked', path)
+  module = importlib.util.module_from_spec(module_spec)
+  try:
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+  except (ValueError, TypeError) as e:
+    raise ValueError(f'--config {spec}: {e}') from None
+  for flag in overrides:
+    name, has_value, value = flag[len('--config.'):].partition('=')
+    node, keys = config, name.split('.')
+    for i, key in enumerate(keys):
+      if not isinstance(node, (ml_collections.ConfigDict, dict)) or key not in node:
+        fields = list(node.keys()) if isinstance(node, (ml_collections.ConfigDict, dict)) else []
+        near = difflib.get_close_matches(key, fields, n=1)
+        where = '.'.join(keys[:i])
+        raise ValueError(
+            f'--config.{name}: no such field in the config' +
+            (f'; did you mean --config.{where + "." if where else ""}{near[0]}?' if near else
+             f' ({where or "the top level"} has {", ".join(map(str, fields))})' if fields else
+             f' ({where} is a value, not a group)'))
+      node = node[key]
+    kind = type(node)
+    if has_value and kind in (int, float) and not isinstance(node, bool):
+      try:
+        float(value) if kind is float else int(value)
+      except ValueError:
+        raise ValueError(f'--config.{name}={value}: {name} is {"an int" if kind is int else "a float"}'
+                         f' (now {node!r})') from None
 
 
 def parse_options(arg: str, known: tuple[str, ...] | None = None,

@@ -8,6 +8,7 @@ writes metrics, and orbax coordinates the checkpoint writes.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -18,6 +19,7 @@ import time
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 from flax import traverse_util
 
@@ -25,7 +27,7 @@ from tokensparse import backbone, convert, methods
 from tokensparse import configs as config_lib
 from tokensparse import functional as F
 from tokensparse.data import Data
-from tokensparse.train import checkpoint, optim, steps
+from tokensparse.train import checkpoint, lock, optim, steps
 
 
 def log(msg: str) -> None:
@@ -161,17 +163,18 @@ def adopt_model_fields(config):
   except FileNotFoundError as e:
     raise FileNotFoundError(f'init_from.path={path!r}: no checkpoint in that work directory '
                             f'to take init_from.model_fields={fields} from') from e
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    for field in fields:
-      if field not in saved:
-        raise ValueError(f'init_from.model_fields: {field!r} is not a model field of {path}')
-      config.model[field] = saved[field]
-  return config
+  d = config.to_dict()  # rebuilt, not assigned: a per-layer list replaces an int-typed width
+  for field in fields:
+    if field not in saved:
+      raise ValueError(f'init_from.model_fields: {field!r} is not a model field of {path}')
+    d['model'][field] = saved[field]
+  return ml_collections.ConfigDict(d)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
   """Train `config` in `workdir`, resuming from its latest checkpoint; returns final eval."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f'--workdir {workdir}: is a file, not a directory')
   config = adopt_model_fields(config)
   config_lib.validate(config)
   local_devices = jax.local_device_count()
@@ -201,27 +204,32 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                   frozen=method.frozen_variables(config, params))
 
   os.makedirs(workdir, exist_ok=True)  # only now: a bad config or dataset writes nothing
-  mngr = checkpoint.manager(workdir, config.get('keep_checkpoints', 3))
-  if mngr.latest_step() is not None:
-    state, step = checkpoint.restore(mngr, state)
-    log(f'resumed from checkpoint at step {step} in {workdir}')
-  start = int(state.step)
-  log(f'{meta.name}: {meta.num_train} train / {meta.num_eval} eval examples, '
-      f'{meta.num_classes} classes; model {config.model.name} with {n_params:,} parameters; '
-      f'{total_steps} steps of batch {config.batch_size} ({steps_per_epoch} per epoch)')
+  with contextlib.ExitStack() as held:
+    if jax.process_index() == 0:  # one lock per run; the other processes belong to it
+      note = held.enter_context(lock.WorkdirLock(workdir)).takeover_note()
+      if note:
+        log(note)
+    mngr = checkpoint.manager(workdir, config.get('keep_checkpoints', 3))
+    if mngr.latest_step() is not None:
+      state, step = checkpoint.restore(mngr, state)
+      log(f'resumed from checkpoint at step {step} in {workdir}')
+    start = int(state.step)
+    log(f'{meta.name}: {meta.num_train} train / {meta.num_eval} eval examples, '
+        f'{meta.num_classes} classes; model {config.model.name} with {n_params:,} parameters; '
+        f'{total_steps} steps of batch {config.batch_size} ({steps_per_epoch} per epoch)')
 
-  loss_fn = method.loss_fn(config)
-  p_train = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx, loss_fn=loss_fn,
-                                       lr_fn=lr_fn), axis_name=steps.AXIS, donate_argnums=(0,))
-  p_eval = jax.pmap(functools.partial(steps.eval_step, model=model, loss_fn=loss_fn),
-                    axis_name=steps.AXIS)
-  rstate = steps.replicate(state)
-  writer = MetricWriter(workdir)
-  batches = data.train_iter(start)
-  with Preemption() as preemption:
-    return _train(config, workdir, state=rstate, start=start, total_steps=total_steps,
-                  batches=batches, p_train=p_train, p_eval=p_eval, data=data, mngr=mngr,
-                  writer=writer, preemption=preemption)
+    loss_fn = method.loss_fn(config)
+    p_train = jax.pmap(functools.partial(steps.train_step, model=model, tx=tx, loss_fn=loss_fn,
+                                         lr_fn=lr_fn), axis_name=steps.AXIS, donate_argnums=(0,))
+    p_eval = jax.pmap(functools.partial(steps.eval_step, model=model, loss_fn=loss_fn),
+                      axis_name=steps.AXIS)
+    rstate = steps.replicate(state)
+    writer = MetricWriter(workdir)
+    batches = data.train_iter(start)
+    with Preemption() as preemption:
+      return _train(config, workdir, state=rstate, start=start, total_steps=total_steps,
+                    batches=batches, p_train=p_train, p_eval=p_eval, data=data, mngr=mngr,
+                    writer=writer, preemption=preemption)
 
 
 def _train(config, workdir, *, state, start, total_steps, batches, p_train, p_eval, data, mngr,
