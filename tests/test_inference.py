@@ -109,9 +109,11 @@ def test_exported_model_reloads_and_matches_any_batch(tmp_path, make):
   export.save(export.export_predictor(predictor), path)
   run = export.load(path)
   for b in (1, 3, 8):
+    # The artifact takes what predict takes: stored pixels, uint8 or float (normalised inside).
     images = np.random.default_rng(b).integers(0, 256, (b, 28, 28, 1)).astype(np.uint8)
-    np.testing.assert_allclose(run(predictor.normalize(images)), predictor.predict(images),
-                               rtol=1e-5, atol=1e-5)
+    want = predictor.predict(images)
+    np.testing.assert_allclose(run(images), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run(images.astype(np.float32)), want, rtol=1e-5, atol=1e-5)
 
 
 def test_exported_eventful_step_matches(tmp_path):
@@ -120,11 +122,14 @@ def test_exported_eventful_step_matches(tmp_path):
   export.save(export_eventful_step(predictor, 5), path)
   run = export.load(path)
   model = EventfulViT(**backbone.backbone_kwargs(predictor.config.model), capacity=5)
-  step = jax.jit(lambda s, f: model.apply(predictor.variables, s, f, method=EventfulViT.step))
+  # The artifact normalises its pixel frames itself (like predict).
+  step = jax.jit(lambda s, f: model.apply(predictor.variables, s, predictor.normalize(f),
+                                          method=EventfulViT.step))
   for b in (1, 2):
-    frames = jax.random.normal(jax.random.PRNGKey(b), (b, 28, 28, 1))
-    state, _ = model.apply(predictor.variables, frames, method=EventfulViT.init_state)
-    moved = frames.at[:, 5:12, 5:12].add(2.0)
+    frames = jax.random.uniform(jax.random.PRNGKey(b), (b, 28, 28, 1), maxval=255.0)
+    state, _ = model.apply(predictor.variables, predictor.normalize(frames),
+                           method=EventfulViT.init_state)
+    moved = jnp.clip(frames.at[:, 5:12, 5:12].add(120.0), 0, 255)  # pixels, as predict takes
     want_state, want = step(state, moved)
     got_state, got = run(flax.serialization.to_state_dict(state), moved)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

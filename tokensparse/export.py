@@ -3,9 +3,11 @@
     python -m tokensparse.export --workdir runs/vit_fashion_mnist --out model.stablehlo
     python -m tokensparse.export --workdir runs/vit_fashion_mnist_canvas --method eventful:capacity=16 --out step.stablehlo
 
-The artifact maps normalised float32 inputs [b, ...] to logits [b, classes] (weights baked
-in); `load(path)` returns a callable that runs it for any b, on the platforms it was exported
-for (default: this machine's, e.g. `--platforms cpu,cuda`). A method may export something
+The artifact takes what `Predictor.predict` takes: pixels as stored, [b, H, W, C] float32 in
+[0, 255], and maps them to logits [b, classes]; the normalisation (the config's mean/std) and the
+weights are inside it. `load(path)` returns a callable that runs it for any b, on the platforms
+it was exported for (default: this machine's, e.g. `--platforms cpu,cuda`), and also takes
+uint8 pixels (cast to float32 on the way in). A method may export something
 else (its `export` hook): the Eventful Transformer exports one step, (state, frame) ->
 (state, logits), state and frame batched by b, the state as nested dicts
 (`flax.serialization.to_state_dict(state)`). `--method NAME:key=value` exports the work
@@ -14,6 +16,7 @@ directory's weights run through another method (e.g. `tome:r=8`).
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any, Callable, Sequence
 
 import jax
@@ -28,7 +31,7 @@ def export_predictor(predictor: inference.Predictor,
   """The model's inference function with the weights as constants and a symbolic batch."""
   (b,) = jax_export.symbolic_shape('b')
   spec = jax.ShapeDtypeStruct((b,) + predictor.input_shape, jnp.float32)
-  fn = jax.jit(lambda x: predictor.model.apply(predictor.variables, x)[0])
+  fn = jax.jit(lambda x: predictor.model.apply(predictor.variables, predictor.normalize(x))[0])
   return jax_export.export(fn, platforms=platforms)(spec)
 
 
@@ -38,10 +41,17 @@ def save(exported: jax_export.Exported, path: str) -> None:
 
 
 def load(path: str) -> Callable[..., Any]:
-  """A callable running a serialized artifact written by `save`."""
+  """A callable running a serialized artifact written by `save`. Its last argument is pixels:
+  uint8 ones are cast to the artifact's float32 (floats in [0, 255] pass as they are)."""
   with open(path, 'rb') as f:
     exported = jax_export.deserialize(bytearray(f.read()))
-  return exported.call
+
+  def run(*args):
+    *rest, pixels = args
+    if jnp.issubdtype(jnp.result_type(pixels), jnp.integer):
+      pixels = jnp.asarray(pixels, jnp.float32)
+    return exported.call(*rest, pixels)
+  return run
 
 
 def main(argv=None):
@@ -52,6 +62,11 @@ def main(argv=None):
                       'run through this method (python -m tokensparse.viz --list names them)')
   parser.add_argument('--platforms', default='', help='comma-separated, e.g. cpu,cuda')
   args = parser.parse_args(argv)
+  out_dir = os.path.dirname(os.path.abspath(args.out))
+  if not os.path.isdir(out_dir) or os.path.isdir(args.out):
+    raise SystemExit(f'error: --out {args.out}: ' + (
+        'is a directory; name a file' if os.path.isdir(args.out) else
+        f'its directory {out_dir} does not exist'))
   try:
     predictor = inference.load(args.workdir, method=args.method or None)
     platforms = args.platforms.split(',') if args.platforms else None

@@ -7,8 +7,12 @@ uint8 tensors [28, 28, 1], labels as a 10-way ClassLabel, 60,000 train / 10,000 
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
+import logging
 import os
+import time
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -45,6 +49,67 @@ def check_source_dir(source_dir: str) -> None:
         f'Fashion-MNIST files not found in {source_dir} (missing {", ".join(missing)}). '
         'Install them with `apt-get install dataset-fashion-mnist`, or point '
         'data.source_dir at a folder holding the original IDX .gz files.')
+
+
+def load(split: str = 'test', source_dir: str = DEFAULT_SOURCE_DIR) -> tuple[np.ndarray, np.ndarray]:
+  """(images uint8 [N, 28, 28, 1], labels int [N]) of a split, straight from the IDX files:
+  stored pixels as `Predictor.predict` and exported models take them, offline."""
+  if split not in FILES:
+    raise ValueError(f'split={split!r}: Fashion-MNIST has {", ".join(FILES)}')
+  check_source_dir(source_dir)
+  images_file, labels_file = FILES[split]
+  images = read_idx(os.path.join(source_dir, images_file))
+  return images[..., None], read_idx(os.path.join(source_dir, labels_file)).astype(np.int64)
+
+
+@contextlib.contextmanager
+def quiet_tfds():
+  """Silence TFDS's warnings, banner and progress bars; on an unexpected failure, replay what
+  it printed (ValueError and FileNotFoundError carry their own one-line message)."""
+  absl_logger = logging.getLogger('absl')
+  level = absl_logger.level
+  out = io.StringIO()
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+      yield
+  except (ValueError, FileNotFoundError):
+    raise
+  except BaseException:
+    print(out.getvalue(), end='')
+    raise
+  finally:
+    absl_logger.setLevel(level)
+
+
+def build_offline(builder) -> None:
+  """Build a local dataset once, with one line before and one after instead of TFDS's
+  'Downloading and preparing dataset Unknown size' banner: nothing is downloaded."""
+  source = getattr(builder, 'source_dir', None)
+  if source:
+    check_source_dir(source)
+  print(f'[{time.strftime("%H:%M:%S")}] building {builder.name} once, offline'
+        + (f' from the files in {source}' if source else '') + f', into {builder.data_dir} '
+        '(nothing is downloaded; later runs reuse it)', flush=True)
+  start = time.time()
+  with quiet_tfds():
+    tfds.disable_progress_bar()
+    try:
+      builder.download_and_prepare()
+    finally:
+      tfds.enable_progress_bar()
+  print(f'[{time.strftime("%H:%M:%S")}] built {builder.name} in {time.time() - start:.0f}s',
+        flush=True)
+
+
+def prepared(builder_class, **kwargs):
+  """A local builder (this one or one made from its files), built offline on first use."""
+  with quiet_tfds():  # before a first build TFDS warns about a missing dataset_info.json
+    builder = builder_class(file_format='array_record', **kwargs)
+    ready = builder.is_prepared()
+  if not ready:
+    build_offline(builder)
+  return builder
 
 
 class FashionMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):

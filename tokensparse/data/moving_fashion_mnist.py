@@ -112,16 +112,17 @@ def load_clips(size: int, limit: int, split: str = 'test', data_dir: str = '',
   """(clips uint8 [n, T, size, size, 1], labels [n]) of the first `limit` clips of `split`,
   each frame centred on a black size x size canvas (for per-frame models trained on larger
   canvases; the item keeps its 28x28 size). Builds the dataset on first use."""
-  builder = MovingFashionMnist(data_dir=data_dir or fashion_mnist.DEFAULT_DATA_DIR,
-                               file_format='array_record', config=config)
-  if not builder.is_prepared():
-    builder.download_and_prepare()
+  canvas = next(c.canvas for c in MovingFashionMnist.BUILDER_CONFIGS if c.name == config)
+  if size < canvas:  # before building anything
+    raise ValueError(f'Moving Fashion-MNIST clips ({config!r}) are {canvas}x{canvas}; a model of '
+                     f'image_size {size} cannot take them (train one on the canvas, e.g. '
+                     'configs/vit/fashion_mnist_canvas.py)')
+  builder = fashion_mnist.prepared(MovingFashionMnist, config=config,
+                                   data_dir=data_dir or fashion_mnist.DEFAULT_DATA_DIR)
   source = builder.as_data_source(split=split)
   rows = [source[i] for i in range(min(limit, len(source)))]
   clips = np.stack([r['video'] for r in rows])
   h = clips.shape[2]
-  if size < h:
-    raise ValueError(f'clips are {h}x{h}; a model of image_size {size} cannot take them')
   pad = (size - h) // 2
   out = np.zeros(clips.shape[:2] + (size, size, clips.shape[-1]), np.uint8)
   out[:, :, pad:pad + h, pad:pad + h] = clips

@@ -50,10 +50,7 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
       if builder_config not in known:
         raise ValueError(f'data.name={name!r}: {local} has the configs {", ".join(known)}')
       kwargs['config'] = builder_config
-    builder = LOCAL_BUILDERS[local](data_dir=data_dir, file_format='array_record', **kwargs)
-    if not builder.is_prepared():
-      builder.download_and_prepare()
-    return builder
+    return fashion_mnist.prepared(LOCAL_BUILDERS[local], data_dir=data_dir, **kwargs)
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except Exception as e:  # tfds raises several kinds for unknown names
@@ -68,8 +65,9 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
 
 
 def open_split(builder, split: str):
-  """A random-access data source for `split`; requires the array_record file format."""
-  if split not in builder.info.splits:
+  """A random-access data source for `split` (or a TFDS slice of it, e.g. 'test[:1000]');
+  requires the array_record file format."""
+  if split.split('[')[0] not in builder.info.splits:
     raise ValueError(f'split {split!r} not in {builder.name}: has '
                      f'{", ".join(builder.info.splits)}')
   try:

@@ -90,12 +90,19 @@ def main(argv=None):
                       'the extra channels are zero, so the function is unchanged')
   args = parser.parse_args(argv)
   if not 0.0 <= args.rate < 1.0:
-    raise SystemExit(f'--rate={args.rate}: must be in [0, 1)')
-  if checkpoint.manager(args.out).latest_step() is not None:
-    raise SystemExit(f'--out={args.out} already holds a checkpoint; choose another directory')
-  config, params, scores = load_scored(args.workdir)
-  new_params, fields = vtp.prune(params, scores, args.rate, config.model.get('attn_scale'),
-                                 args.align)
+    raise SystemExit(f'error: --rate={args.rate}: must be in [0, 1)')
+  if os.path.exists(args.out) and not os.path.isdir(args.out):
+    raise SystemExit(f'error: --out={args.out} is a file, not a directory')
+  if (os.path.isdir(os.path.join(args.out, 'checkpoints'))
+      and checkpoint.manager(args.out, create=False).latest_step() is not None):
+    raise SystemExit(f'error: --out={args.out} already holds a checkpoint; choose another '
+                     'directory')
+  try:  # everything that can fail on the input comes before the first write
+    config, params, scores = load_scored(args.workdir)
+    new_params, fields = vtp.prune(params, scores, args.rate, config.model.get('attn_scale'),
+                                   args.align)
+  except (ValueError, FileNotFoundError) as e:
+    raise SystemExit(f'error: {e}') from None
   new_config = pruned_config(config, fields)
   rows = vtp.report(scores, args.rate, fields)
   before = methods.build(config.model)
