@@ -22,16 +22,19 @@ import numpy as np
 
 sys.path.insert(0, ROOT)
 from tests import fake_data  # noqa: E402
-from tokensparse import configs, inference, methods  # noqa: E402
+from tokensparse import configs, evaluate, export, inference, methods, viz  # noqa: E402
 from tokensparse.methods.vtp import prune as prune_cli  # noqa: E402
 from tokensparse.methods.eventful.model import EventfulViT  # noqa: E402
-from tokensparse.train import checkpoint, loop  # noqa: E402
+from tokensparse.train import checkpoint, lock, loop  # noqa: E402
 
 
-def snapshot(workdir):
-  """(path, size, mtime) of everything under workdir."""
-  return sorted((str(p.relative_to(workdir)), p.stat().st_size, p.stat().st_mtime_ns)
-                for p in pathlib.Path(workdir).rglob('*')) if os.path.exists(workdir) else []
+def snapshot(path):
+  """(path, size, mtime) of everything under a directory, or of a file; [] if there is none."""
+  path = pathlib.Path(path)
+  if path.is_file():
+    return [(path.name, path.stat().st_size, path.stat().st_mtime_ns)]
+  return sorted((str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in path.rglob('*')) if path.exists() else []
 
 
 def main():
@@ -44,12 +47,22 @@ def main():
                       'from tests import fake_data\n'
                       f'def get_config():\n  return fake_data.tiny_config(pathlib.Path({str(tmp)!r}))\n')
 
-  def cli(*flags):
-    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', str(cfg_file),
-                        '--workdir', good, *flags], capture_output=True, text=True,
+  def cli(*flags, config=str(cfg_file), workdir=good):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), '--config', config,
+                        '--workdir', workdir, *flags], capture_output=True, text=True,
                        env=dict(os.environ, PYTHONPATH=ROOT))
-    lines = [l for l in r.stderr.splitlines() if 'error' in l.lower()]
-    raise SystemExit(f'exit {r.returncode}: ' + (lines[-1] if lines else r.stderr[-200:]))
+    lines = r.stderr.strip().splitlines()
+    if r.returncode == 0:
+      return
+    raise SystemExit(f'exit {r.returncode}: ' + (lines[-1] if len(lines) == 1 else
+                                                 f'{len(lines)} lines: {r.stderr[-200:]}'))
+
+  def live_workdir():
+    with lock.WorkdirLock(good):  # as a running train.py holds it
+      cli()
+
+  def module_cli(main, *argv):
+    return lambda: main(list(argv))
 
   def with_config(**overrides):
     def run():
@@ -101,8 +114,19 @@ def main():
     with_config(**{'data.source_dir': str(bad), 'data.data_dir': str(tmp / 'tfds_corrupt')})()
 
   predictor = inference.load(good)
+  empty, a_file = tmp / 'not_a_workdir', tmp / 'a_file'
+  os.makedirs(empty)
+  a_file.write_text('notes\n')
   cases = [
+      ('mistyped config path `--config cfgg.py`',
+       lambda: cli(config=str(tmp / 'cfgg.py')), empty),
+      ('unknown config argument `--config cfg.py:fast`', lambda: cli(config=f'{cfg_file}:fast')),
       ('unknown config field `--config.model.widht=64`', lambda: cli('--config.model.widht=64')),
+      ('nested unknown field `--config.optimizer.learning_rate=1`',
+       lambda: cli('--config.optimizer.learning_rate=1')),
+      ('misspelt group `--config.optimiser.lr=1`', lambda: cli('--config.optimiser.lr=1')),
+      ('`--workdir` naming a regular file', lambda: cli(workdir=str(a_file)), a_file),
+      ('a second train.py on a live work directory', live_workdir),
       ('ill-typed field `--config.batch_size=abc`', lambda: cli('--config.batch_size=abc')),
       ('patch size that does not divide the image', with_config(**{'model.patch_size': 5})),
       ('DynamicViT keep ratio 1.5', dynamic(1.5)),
@@ -134,11 +158,26 @@ def main():
       ('TFDS dataset that was never prepared', with_config(**{'data.name': 'cifar10'})),
       ('NaN loss (std 1e-38)', lambda: loop.train_and_evaluate(
           fake_data.tiny_config(tmp, **{'data.std': (1e-38,)}), str(tmp / 'nan'))),
+      ('`inference.load` of a directory that is not a work directory',
+       lambda: inference.load(str(empty)), empty),
+      ('`evaluate --workdir` of a directory that is not a work directory',
+       module_cli(evaluate.main, '--workdir', str(empty)), empty),
+      ('`export --out` into a directory that does not exist',
+       module_cli(export.main, '--workdir', good, '--out', str(empty / 'no' / 'm.hlo')), empty),
+      ('`viz` of a plain ViT without --method',
+       module_cli(viz.main, '--workdir', good, '--out', str(empty / 'figs')), empty),
+      ('`viz --method eventful:capacity=4` on a 28-px model (clips are 42 px)',
+       module_cli(viz.main, '--workdir', good, '--method', 'eventful:capacity=4', '--out',
+                  str(empty / 'figs')), empty),
+      ('`prune` of a work directory that is not VTP',
+       module_cli(prune_cli.main, '--workdir', good, '--rate', '0.5', '--out',
+                  str(empty / 'pruned')), empty),
   ]
   os.makedirs(tmp / 'empty', exist_ok=True)
   rows = []
-  for label, fn in cases:
-    before = snapshot(good)
+  for label, fn, *watched in cases:
+    watched = watched[0] if watched else None
+    before, before_other = snapshot(good), snapshot(watched) if watched else None
     try:
       fn()
       error, message = 'none', '(accepted: this is a bug)'
@@ -146,7 +185,7 @@ def main():
       error, message = 'SystemExit', str(e)
     except Exception as e:  # pylint: disable=broad-except
       error, message = type(e).__name__, str(e)
-    intact = snapshot(good) == before
+    intact = snapshot(good) == before and (not watched or snapshot(watched) == before_other)
     try:
       checkpoint.restore(checkpoint.manager(good), checkpoint.manager(good).restore(
           checkpoint.manager(good).latest_step(), args=checkpoint.ocp.args.Composite(
@@ -159,8 +198,10 @@ def main():
     print(rows[-1], flush=True)
   body = ('## Bad inputs and their messages\n\n'
           '`python benchmarks/bad_inputs.py`: each case run for real against a trained work '
-          'directory; "left as it was" = no file added, changed or removed there, and its '
-          'checkpoint still restores.\n\n' +
+          'directory; "left as it was" = no file added, changed or removed there (nor in the '
+          'directory or file the case names), and its checkpoint still restores. Command-line '
+          'cases run train.py in a subprocess: "exit 1: <line>" means it printed that one line '
+          'and nothing else.\n\n' +
           table(['input', 'error', 'message (first line)', 'work directory left as it was'],
                 rows))
   write_section('bad_inputs', body)
