@@ -1,0 +1,90 @@
+"""benchmarks/compare.py's machinery end to end on a tiny model, so the script cannot rot: knob
+solving by the MAC counters, every method's row trained from one teacher, VTP's three stages,
+off-the-shelf rows, the Eventful clip table, speed rounds, the report, the plot, and resuming."""
+import json
+import os
+import sys
+
+import numpy as np
+from PIL import Image
+
+from tests import fake_data
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                'benchmarks'))
+import compare  # noqa: E402
+
+
+def tiny_settings(tmp_path):
+  teacher = fake_data.tiny_config(tmp_path, **{'model.image_size': 42, 'data.canvas_size': 42})
+  with teacher.unlocked():
+    teacher.total_steps = 4
+  return compare.Settings(
+      root=str(tmp_path / 'compare'), teacher=teacher, row_steps=2, budgets=(0.6,), clips=8,
+      clip_config='tiny', speed_model=dict(image_size=32, patch_size=8, width=32, depth=2,
+                                           num_heads=2, mlp_dim=64, num_classes=10),
+      speed_batches=(8, 1), rounds=1, iters=1, report=str(tmp_path / 'COMPARE.md'),
+      plot=str(tmp_path / 'pareto.png'))
+
+
+def test_knobs_hit_the_budget_by_the_mac_counter(tiny_model_config):
+  with tiny_model_config.unlocked():
+    tiny_model_config.update(image_size=32, depth=4)  # 64 patches, three pruning stages
+  cases = [(m, b) for m in ('dynamic_vit', 'static', 'evit') for b in (0.5, 0.8)]
+  for method, budget in cases + [('tome', 0.8), ('pooled_vit', 0.8), ('token_learner', 0.6)]:
+    fields, frac = compare.solve(tiny_model_config, method, budget, 3)
+    model = compare.methods.build(compare.with_fields(
+        compare.method_model(tiny_model_config, method), fields))
+    dense = compare.methods.build(tiny_model_config)
+    want = (compare.flops.model_macs(model, 3)['total']
+            / compare.flops.model_macs(dense, 3)['total'])
+    assert abs(frac - want) < 1e-9            # the fraction reported is the counter's
+    assert abs(frac - budget) < 0.1, (method, budget, fields, frac)
+    if (method, budget) in cases:             # continuous knobs come close
+      assert abs(frac - budget) < 0.03, (method, budget, fields, frac)
+  # The cheaper budget gets the cheaper setting.
+  assert compare.solve(tiny_model_config, 'evit', 0.5, 3)[1] < \
+      compare.solve(tiny_model_config, 'evit', 0.8, 3)[1]
+  assert compare.depth_stages(12) == (3, 6, 9) and compare.depth_stages(6) == (2, 3, 4)
+
+
+def test_recipe_is_what_the_method_config_adds():
+  dyn = compare.recipe('dynamic_vit')
+  assert dyn['model']['name'] == 'dynamic_vit' and 'dynamic_vit' in dyn
+  assert 'lr_groups' in dyn['optimizer']
+  assert 'num_epochs' not in dyn and 'init_from' not in dyn  # the comparison sets those
+  assert compare.recipe('tome')['model']['name'] == 'tome'
+  assert compare.recipe('vtp') == {}
+
+
+def test_compare_runs_every_stage_and_resumes(tmp_path, capsys):
+  settings = tiny_settings(tmp_path)
+  body = compare.run(settings)
+  rows = json.load(open(os.path.join(settings.root, 'results.json')))
+  labels = [r['label'] for r in rows]
+  assert labels[0] == 'dense + same training'
+  for method in compare.TRAINED:
+    assert any(r['method'] == method and not r['off_the_shelf'] for r in rows), method
+  assert sum(r['off_the_shelf'] for r in rows) == 2  # ToMe and EViT without training
+  dense = rows[0]['accuracy']
+  for r in rows:
+    assert 0 < r['mac_fraction'] <= 1.0 + 1e-9
+    if not r['off_the_shelf']:
+      np.testing.assert_allclose(r['vs_dense'], r['accuracy'] - dense, atol=1e-9)
+    assert r['speedup_b32'] > 0 and r['speedup_b1'] > 0
+  assert rows[0]['speedup_b32'] == 1.0
+  assert '| method | setting | test accuracy | vs dense |' in body
+  assert 'Teacher converged: one more' in body
+  assert 'Eventful Transformer on clips' in body
+  assert open(settings.report).read() == body
+  img = Image.open(settings.plot)
+  assert img.size[0] > 800 and len(set(np.asarray(img).reshape(-1, 3)[:, 0].tolist())) > 5
+  # Resuming: every run is found finished and skipped; nothing is trained again.
+  stamps = {p: os.path.getmtime(p) for p in (os.path.join(settings.root, d, 'compare.json')
+                                             for d in os.listdir(settings.root))
+            if os.path.exists(p)}
+  capsys.readouterr()
+  compare.run(settings)
+  out = capsys.readouterr().out
+  assert 'training in' not in out and out.count('skipped') >= len(stamps)
+  assert stamps == {p: os.path.getmtime(p) for p in stamps}
