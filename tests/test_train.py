@@ -192,3 +192,21 @@ def test_unprepared_tfds_dataset_says_how_to_prepare(tmp_path):
   config = fake_data.tiny_config(tmp_path, **{'data.name': 'imagenet2012'})
   with pytest.raises(FileNotFoundError, match='tfds build imagenet2012 .*--file_format=array_record'):
     Data(config, local_devices=8)
+
+
+def test_model_fields_are_taken_from_the_init_work_directory(tmp_path):
+  """init_from.model_fields copies per-layer widths (a list where the config holds an int, as
+  after VTP pruning) from the saved config, and training starts from those weights."""
+  source = str(tmp_path / 'pruned')
+  loop.train_and_evaluate(fake_data.tiny_config(tmp_path, **{'model.mlp_dim': [64, 24]}), source)
+  config = fake_data.tiny_config(tmp_path, **{'init_from.path': source,
+                                              'init_from.model_fields': ('mlp_dim',)})
+  assert config.model.mlp_dim == 64
+  adopted = loop.adopt_model_fields(config)
+  assert list(adopted.model.mlp_dim) == [64, 24] and adopted.model.width == 32
+  loop.train_and_evaluate(config, str(tmp_path / 'tuned'))
+  saved = checkpoint.load_config(str(tmp_path / 'tuned'))
+  assert list(saved['model']['mlp_dim']) == [64, 24]
+  with pytest.raises(ValueError, match="init_from.model_fields: 'widths' is not a model field"):
+    loop.adopt_model_fields(fake_data.tiny_config(tmp_path, **{
+        'init_from.path': source, 'init_from.model_fields': ('widths',)}))
