@@ -59,9 +59,12 @@ def check_command_line(argv) -> None:
   """A mistyped --config path, config argument or --config.* field ends in one `error:` line
   (with the nearest match), not in ml_collections' tracebacks; nothing has been written yet."""
   from tokensparse import configs  # pylint: disable=g-import-not-at-top
-  spec = next((a.split('=', 1)[1] if '=' in a else argv[i + 1]
-               for i, a in enumerate(argv[:-1] + [''])
-               if a == '--config' or a.startswith('--config=')), None)
+  spec = None
+  for i, a in enumerate(argv):
+    if a.startswith('--config='):
+      spec = a.split('=', 1)[1]
+    elif a == '--config' and i + 1 < len(argv):
+      spec = argv[i + 1]
   if spec is None:
     return  # absl reports the missing required flag
   try:

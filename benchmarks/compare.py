@@ -180,29 +180,32 @@ def method_model(model_cfg, method: str) -> ml_collections.ConfigDict:
   return c
 
 
-def mac_fraction(model_cfg, channels: int) -> float | None:
-  """MACs of the model / MACs of its dense backbone; None where the setting is invalid."""
-  cfg = ml_collections.ConfigDict({'model': model_cfg})
+def macs(model_cfg, channels: int) -> float | None:
+  """MACs of a model config in inference mode; None where the setting is invalid."""
   try:
-    configs.validate_model(cfg)
+    configs.validate_model(ml_collections.ConfigDict({'model': model_cfg}))
   except ValueError:
     return None
-  dense = methods.build(with_fields(model_cfg, {'name': 'vit'}))
-  model = methods.build(model_cfg)
-  return flops.model_macs(model, channels)['total'] / flops.model_macs(dense, channels)['total']
+  return flops.model_macs(methods.build(model_cfg), channels)['total']
+
+
+def closest(fractions: list[tuple[object, float | None]], budget: float) -> tuple[object, float]:
+  """The (setting, MAC fraction) pair nearest the budget; None fractions (invalid) are skipped."""
+  valid = [(k, f) for k, f in fractions if f is not None]
+  if not valid:
+    raise ValueError(f'no valid setting for budget {budget}')
+  return min(valid, key=lambda kf: abs(kf[1] - budget))
 
 
 def solve(model_cfg, method: str, budget: float, channels: int) -> tuple[dict, float]:
   """The method's knob setting whose MAC fraction is closest to `budget`: (fields, fraction)."""
   base = method_model(model_cfg, method)
-  best = None
+  dense = macs(with_fields(model_cfg, {'name': 'vit'}), channels)
+  fractions = []
   for fields in knobs(method, backbone.backbone_kwargs(model_cfg)['depth']):
-    frac = mac_fraction(with_fields(base, fields), channels)
-    if frac is not None and (best is None or abs(frac - budget) < abs(best[1] - budget)):
-      best = (fields, frac)
-  if best is None:
-    raise ValueError(f'{method}: no valid setting for budget {budget}')
-  return best
+    m = macs(with_fields(base, fields), channels)
+    fractions.append((fields, None if m is None else m / dense))
+  return closest(fractions, budget)
 
 
 def vtp_model(model_cfg, rate: float) -> ml_collections.ConfigDict:
@@ -253,13 +256,20 @@ def teacher(settings: Settings) -> str:
   return workdir
 
 
-def row_config(settings: Settings, method: str, fields: dict, init: str):
+def from_teacher(settings: Settings, init: str, model_fields: tuple = ()):
+  """The teacher's config, started from `init`, trained for a row's length."""
   c = copy.deepcopy(settings.teacher)
+  with c.unlocked():
+    c.init_from = ml_collections.ConfigDict(dict(path=init, skip=(), model_fields=model_fields))
+  length(c, settings)
+  return c
+
+
+def row_config(settings: Settings, method: str, fields: dict, init: str):
+  c = from_teacher(settings, init)
   with c.unlocked():
     merge(c, recipe(method))
     c.model = with_fields(method_model(c.model, method), fields)
-    c.init_from = ml_collections.ConfigDict(dict(path=init, skip=(), model_fields=()))
-  length(c, settings)
   return c
 
 
@@ -269,34 +279,25 @@ def run_vtp(settings: Settings, teacher_dir: str, budgets: list[float], channels
   half = dataclasses.replace(settings, epochs=settings.epochs / 2,
                              row_steps=settings.row_steps // 2)
   sparse_dir = os.path.join(settings.root, 'vtp_sparse')
-  c = copy.deepcopy(settings.teacher)
+  c = from_teacher(half, teacher_dir)
   with c.unlocked():
     c.model.name = 'vtp'
     c.vtp = ml_collections.ConfigDict(dict(l1_weight=1e-4))
-    c.init_from = ml_collections.ConfigDict(dict(path=teacher_dir, skip=(), model_fields=()))
-  length(c, half)
   train(c, sparse_dir, 'VTP sparsity training')
   config, params, scores = vtp_prune.load_scored(sparse_dir)
-  dense_macs = flops.model_macs(methods.build(with_fields(config.model, {'name': 'vit'})),
-                                channels)['total']
+  dense_macs = macs(with_fields(config.model, {'name': 'vit'}), channels)
+  fractions = []  # pruned model's MAC fraction per rate, by the learned scores
+  for rate in np.linspace(0.02, 0.95, 94):
+    _, fields = vtp.prune(params, scores, float(rate), config.model.get('attn_scale'))
+    fractions.append((float(rate), macs(vtp_prune.pruned_config(config, fields).model,
+                                        channels) / dense_macs))
   out = {}
   for budget in budgets:
-    best = None
-    for rate in np.linspace(0.02, 0.95, 94):
-      _, fields = vtp.prune(params, scores, float(rate), config.model.get('attn_scale'))
-      pruned = vtp_prune.pruned_config(config, fields)
-      frac = flops.model_macs(methods.build(pruned.model), channels)['total'] / dense_macs
-      if best is None or abs(frac - budget) < abs(best[1] - budget):
-        best = (float(rate), frac)
-    rate, frac = best
+    rate, frac = closest(fractions, budget)
     pruned_dir = os.path.join(settings.root, f'vtp_pruned_{budget}')
     if not os.path.isdir(os.path.join(pruned_dir, 'checkpoints')):
       vtp_prune.main(['--workdir', sparse_dir, '--rate', f'{rate:.4f}', '--out', pruned_dir])
-    ft = copy.deepcopy(settings.teacher)
-    with ft.unlocked():
-      ft.init_from = ml_collections.ConfigDict(dict(
-          path=pruned_dir, skip=(), model_fields=('head_dim', 'mlp_dim', 'attn_scale')))
-    length(ft, half)
+    ft = from_teacher(half, pruned_dir, model_fields=('head_dim', 'mlp_dim', 'attn_scale'))
     result = train(ft, os.path.join(settings.root, f'vtp_{budget}'), f'VTP at {budget}')
     out[budget] = (result, rate, frac)
   return out
@@ -343,7 +344,7 @@ def eventful_rows(settings: Settings, teacher_dir: str) -> list[dict]:
   return rows
 
 
-def speed(settings: Settings, plan: list[tuple[str, float, object]]) -> dict:
+def speed(settings: Settings, plan: list[tuple[str, float]]) -> dict:
   """{(method, budget): (speed-up b32, speed-up b1, MAC fraction)} of each planned model
   (model config, or VTP's rate) on the speed backbone, timed in rounds against dense."""
   cache = os.path.join(settings.root, 'speed.json')
@@ -353,33 +354,36 @@ def speed(settings: Settings, plan: list[tuple[str, float, object]]) -> dict:
   kw = backbone.backbone_kwargs(base)
   size = kw['image_size']
   models = {('dense', 1.0): methods.build(base)}
-  for method, budget, _ in plan:
+  dense = macs(base, 3)
+  vtp_fractions = [(float(r), macs(vtp_model(base, r), 3) / dense)
+                   for r in np.linspace(0.0, 0.95, 96)]
+  for method, budget in plan:
     if method == 'vtp':
-      c = vtp_model(base, solve_vtp_speed(base, budget))
+      c = vtp_model(base, closest(vtp_fractions, budget)[0])
     else:
       fields, _ = solve(base, method, budget, 3)
       c = with_fields(method_model(base, method), fields)
     models[(method, budget)] = methods.build(c)
-  dense_macs = flops.model_macs(models[('dense', 1.0)], 3)['total']
-  fracs = {k: flops.model_macs(m, 3)['total'] / dense_macs for k, m in models.items()}
+  fracs = {k: flops.model_macs(m, 3)['total'] / dense for k, m in models.items()}
   results = {k: [None, None, fracs[k]] for k in models}
   n_dev = jax.local_device_count()
+  variables = {key: jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))
+               for key, model in models.items()}
   for bi, batch in enumerate(settings.speed_batches):
     fns = {}
     for key, model in models.items():
-      variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))
       if batch > 1 and batch % n_dev == 0:
         f = jax.pmap(lambda v, x, m=model: m.apply(v, x)[0], in_axes=(None, 0))
         x = jax.random.normal(jax.random.PRNGKey(1), (n_dev, batch // n_dev, size, size, 3))
       else:
         f = jax.jit(lambda v, x, m=model: m.apply(v, x)[0])
         x = jax.random.normal(jax.random.PRNGKey(1), (batch, size, size, 3))
-      fns[key] = (f, variables, x)
-      jax.block_until_ready(f(variables, x))  # compile
+      fns[key] = (f, variables[key], x)
+      jax.block_until_ready(f(variables[key], x))  # compile
     times = {k: [] for k in fns}
     for r in range(settings.rounds):
-      for key, (f, variables, x) in fns.items():
-        times[key].append(time_per_call(f, variables, x, warmup=1, iters=settings.iters))
+      for key, (f, v, x) in fns.items():
+        times[key].append(time_per_call(f, v, x, warmup=1, iters=settings.iters))
       log(f'speed, batch {batch}, round {r + 1}/{settings.rounds}: dense '
           f'{batch / times[("dense", 1.0)][-1]:.1f} img/s')
     dense_t = np.array(times[('dense', 1.0)])
@@ -387,16 +391,6 @@ def speed(settings: Settings, plan: list[tuple[str, float, object]]) -> dict:
       results[key][bi] = float(np.median(dense_t / np.array(t)))
   json.dump({json.dumps(list(k)): v for k, v in results.items()}, open(cache, 'w'), indent=1)
   return results
-
-
-def solve_vtp_speed(base, budget: float) -> float:
-  dense = flops.model_macs(methods.build(base), 3)['total']
-  best = None
-  for rate in np.linspace(0.0, 0.95, 96):
-    frac = flops.model_macs(methods.build(vtp_model(base, rate)), 3)['total'] / dense
-    if best is None or abs(frac - budget) < abs(best[1] - budget):
-      best = (float(rate), frac)
-  return best[0]
 
 
 # ----------------------------------------------------------------------------- report
@@ -520,7 +514,7 @@ def report(settings: Settings, rows, eventful, teacher_result, dense_ref, elapse
   if ev:
     body += ('\n### Eventful Transformer on clips, off the shelf\n\n'
              'The teacher run as an Eventful Transformer on Moving Fashion-MNIST test clips '
-             f'({len(ev) and settings.clips} clips; frame 0 dense, then r tokens recomputed per '
+             f'({settings.clips} clips; frame 0 dense, then r tokens recomputed per '
              'gate and frame, the largest r within the budget of MACs per frame):\n\n'
              + table(['r (tokens recomputed)', 'budget', 'MACs per frame / dense',
                       'clip accuracy', 'vs dense', 'per-frame accuracy'], ev) + '\n')
@@ -535,18 +529,15 @@ def run(settings: Settings) -> str:
   channels = 1
   model_cfg = settings.teacher.model
   rows = []
-  dense_ref = train(_dense_config(settings, teacher_dir), os.path.join(settings.root, 'dense'),
+  dense_ref = train(from_teacher(settings, teacher_dir), os.path.join(settings.root, 'dense'),
                     'dense + same epochs')
   dense_macs = flops.model_macs(methods.build(model_cfg), channels)['total']
   rows.append(dict(method='dense', label='dense + same training', setting='all tokens',
                    off_the_shelf=False, budget=1.0, accuracy=100 * dense_ref['accuracy'],
                    vs_dense=0.0, mmacs=dense_macs / 1e6, mac_fraction=1.0))
-  plan = []
-  for method in TRAINED:
-    for budget in settings.budgets:
-      plan.append((method, budget, None))
+  plan = [(method, budget) for method in TRAINED for budget in settings.budgets]
   vtp_results = run_vtp(settings, teacher_dir, list(settings.budgets), channels)
-  for method, budget, _ in plan:
+  for method, budget in plan:
     label = TRAINED[method][0]
     if method == 'vtp':
       result, rate, frac = vtp_results[budget]
@@ -593,14 +584,6 @@ def run(settings: Settings) -> str:
   log(f'done in {(time.time() - start) / 60:.1f} min: {settings.report or "BENCHMARKS.md"}, '
       f'{settings.plot}')
   return body
-
-
-def _dense_config(settings: Settings, teacher_dir: str):
-  c = copy.deepcopy(settings.teacher)
-  with c.unlocked():
-    c.init_from = ml_collections.ConfigDict(dict(path=teacher_dir, skip=(), model_fields=()))
-  length(c, settings)
-  return c
 
 
 def full_settings(args) -> Settings:
