@@ -55,7 +55,13 @@ def base() -> ml_collections.ConfigDict:
       name='fashion_mnist', data_dir='', source_dir='', train_split='train', eval_split='test',
       augment='crop_flip', crop_padding=4, flip=True, eval_crop_fraction=1.0, to_rgb=False,
       canvas_size=0,  # > 0: place each image at a random position on a zero canvas this big
-      mean=(0.5,), std=(0.5,)))
+      mean=(0.5,), std=(0.5,), interpolation='bilinear',
+      # DeiT's augmentations (tokensparse.data.augment), all off by default: a RandAugment
+      # policy string ('rand-m9-mstd0.5-inc1'), the random-erasing probability, Mixup/CutMix
+      # Beta parameters (0 = off), the chance of CutMix when both are on, the chance a batch
+      # is mixed at all, and how often each example repeats in an epoch (timm's RASampler).
+      rand_augment='', random_erase=0.0, mixup=0.0, cutmix=0.0, mix_switch_prob=0.5,
+      mix_prob=1.0, repeated_aug=1))
 
   # path: a work directory or a timm/DeiT/vit_jax file; skip: parameter prefixes left at their
   # init; model_fields: model fields taken from a work directory's saved config (e.g. the

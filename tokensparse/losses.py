@@ -7,7 +7,10 @@ import optax
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0):
-  """logits [B, K], integer labels [B] -> per-example cross-entropy [B] (fp32)."""
+  """logits [B, K], integer labels [B] -> per-example cross-entropy [B] (fp32). Soft targets
+  [B, K] (Mixup/CutMix; already smoothed by the pipeline) are used as they are."""
+  if labels.ndim == logits.ndim:
+    return optax.softmax_cross_entropy(logits.astype(jnp.float32), labels.astype(jnp.float32))
   num_classes = logits.shape[-1]
   targets = jax.nn.one_hot(labels, num_classes)
   if label_smoothing:
@@ -16,7 +19,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
 
 
 def correct(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """[B, K], [B] -> 1.0 where the top-1 prediction is right, else 0.0; [B]."""
+  """[B, K], [B] -> 1.0 where the top-1 prediction is right, else 0.0; [B]. For soft targets
+  [B, K] the right class is the one with the largest weight."""
+  if labels.ndim == logits.ndim:
+    labels = jnp.argmax(labels, -1)
   return (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
 
 

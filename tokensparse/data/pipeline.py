@@ -1,9 +1,12 @@
 """Input pipeline: TFDS array_record data sources read with grain, no TensorFlow.
 
-Train: global shuffle (reshuffled each epoch) -> global batches -> each process reads and
-augments its slice, as an indexable grain `MapDataset`, so batch `i` is a pure function of
-(seed, i) whatever the process count: resuming at step s reads exactly the batches an
-uninterrupted run would have read, on any number of hosts.
+Train: global shuffle (reshuffled each epoch; with data.repeated_aug = R each example of an
+epoch's first 1/R is read R times) -> global batches -> each process reads and augments its
+slice, as an indexable grain `MapDataset`, so batch `i` is a pure function of (seed, i): resuming
+at step s reads exactly the batches an uninterrupted run would have read. Per example: crop,
+flip, RandAugment, random erasing (tokensparse.data.augment) from a seed of its own; per
+process slice of the batch: Mixup/CutMix (pairs stay inside a process, as with timm under DDP),
+which turns `label` into soft targets [n, num_classes].
 Eval: per-process shard read in order, the last batch padded; `mask` marks real examples so
 each example counts exactly once.
 Batches are dicts of numpy arrays shaped [local_devices, per_device_batch, ...].
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import queue
+import sys
 import threading
 from typing import Any, Iterator
 
@@ -20,6 +24,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from tokensparse.data import augment as augment_lib
 from tokensparse.data import fashion_mnist, moving_fashion_mnist
 
 LOCAL_BUILDERS = {'fashion_mnist': fashion_mnist.FashionMnist,
@@ -92,16 +97,17 @@ def keys(builder) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------- preprocessing
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-  """[h, w, c] uint8 -> [size, size, c] uint8, bilinear."""
+def resize(image: np.ndarray, size: int, interpolation: str = 'bilinear') -> np.ndarray:
+  """[h, w, c] uint8 -> [size, size, c] uint8, bilinear (or bicubic)."""
   if image.shape[:2] == (size, size):
     return image
   pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-  out = np.asarray(pil.resize((size, size), Image.BILINEAR))
+  out = np.asarray(pil.resize((size, size), augment_lib.INTERPOLATIONS[interpolation]))
   return out[..., None] if out.ndim == 2 else out
 
 
-def random_resized_crop(image, rng: np.random.Generator, size: int, scale=(0.08, 1.0)):
+def random_resized_crop(image, rng: np.random.Generator, size: int, scale=(0.08, 1.0),
+                        interpolation: str = 'bilinear'):
   """Inception-style crop: random area and aspect ratio, resized to size x size."""
   h, w = image.shape[:2]
   for _ in range(10):
@@ -110,16 +116,16 @@ def random_resized_crop(image, rng: np.random.Generator, size: int, scale=(0.08,
     ch, cw = int(round(np.sqrt(area / ratio))), int(round(np.sqrt(area * ratio)))
     if 0 < ch <= h and 0 < cw <= w:
       y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-      return resize(image[y:y + ch, x:x + cw], size)
-  return center_crop(image, size)
+      return resize(image[y:y + ch, x:x + cw], size, interpolation)
+  return center_crop(image, size, interpolation=interpolation)
 
 
-def center_crop(image, size: int, crop_fraction: float = 1.0):
+def center_crop(image, size: int, crop_fraction: float = 1.0, interpolation: str = 'bilinear'):
   """Central square of `crop_fraction` of the shorter side, resized to size x size."""
   h, w = image.shape[:2]
   side = int(min(h, w) * crop_fraction)
   y, x = (h - side) // 2, (w - side) // 2
-  return resize(image[y:y + side, x:x + side], size)
+  return resize(image[y:y + side, x:x + side], size, interpolation)
 
 
 def pad_crop(image, rng: np.random.Generator, size: int, pad: int):
@@ -142,10 +148,20 @@ class Preprocess:
     self.eval_crop = data_config.get('eval_crop_fraction', 1.0)
     self.to_rgb = data_config.get('to_rgb', False)
     self.canvas = data_config.get('canvas_size', 0)
+    self.interpolation = data_config.get('interpolation', 'bilinear')
     self.size = image_size
     self.image_key, self.label_key = image_key, label_key
+    self.mean, self.std = tuple(data_config.mean), tuple(data_config.std)
     if self.augment not in ('crop_flip', 'inception_crop', 'none'):
       raise ValueError(f'data.augment={self.augment!r}: expected crop_flip, inception_crop or none')
+    if self.interpolation not in augment_lib.INTERPOLATIONS:
+      raise ValueError(f'data.interpolation={self.interpolation!r}: expected bilinear or bicubic')
+    policy = data_config.get('rand_augment', '')
+    self.rand_augment = policy and augment_lib.RandAugment.from_policy(
+        policy, mean=(self.mean * 3)[:3], interpolation=self.interpolation)
+    self.erase = data_config.get('random_erase', 0.0)
+    if not 0.0 <= self.erase <= 1.0:
+      raise ValueError(f'data.random_erase={self.erase}: a probability in [0, 1]')
 
   def train(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
     image = np.asarray(example[self.image_key])
@@ -156,12 +172,18 @@ class Preprocess:
     if self.augment == 'crop_flip':
       image = pad_crop(image, rng, self.size, self.pad)
     elif self.augment == 'inception_crop':
-      image = random_resized_crop(image, rng, self.size)
+      image = random_resized_crop(image, rng, self.size, interpolation=self.interpolation)
     else:
-      image = resize(image, self.size)
+      image = resize(image, self.size, self.interpolation)
     if self.flip and rng.random() < 0.5:
       image = image[:, ::-1]
-    return self.finish(image, example)
+    if self.rand_augment:
+      image = self.rand_augment(np.ascontiguousarray(image), rng)
+    out = self.finish(image, example)
+    if self.erase:  # timm erases the normalised tensor: the pipeline hands on float32 from here
+      out['image'] = augment_lib.random_erase(normalize(out['image'], self.mean, self.std), rng,
+                                              self.erase)
+    return out
 
   def eval(self, example: dict[str, Any], index: int = 0) -> dict[str, np.ndarray]:
     image = np.asarray(example[self.image_key])
@@ -169,7 +191,7 @@ class Preprocess:
       return self.clip(image, example, flip=False)
     if self.canvas:  # a fixed position per eval example
       image = place_on_canvas(image, self.canvas, np.random.default_rng(index))
-    image = center_crop(image, self.size, self.eval_crop)
+    image = center_crop(image, self.size, self.eval_crop, self.interpolation)
     return self.finish(image, example)
 
   def clip(self, clip: np.ndarray, example, flip: bool) -> dict[str, np.ndarray]:
@@ -178,7 +200,7 @@ class Preprocess:
     if self.augment != 'none' or self.canvas:
       raise ValueError(f'{self.image_key!r} holds video clips: set data.augment="none" and '
                        f'data.canvas_size=0 (got {self.augment!r}, {self.canvas})')
-    clip = np.stack([resize(frame, self.size) for frame in clip])
+    clip = np.stack([resize(frame, self.size, self.interpolation) for frame in clip])
     return self.finish(clip[:, :, ::-1] if flip else clip, example)
 
   def finish(self, image, example):
@@ -221,6 +243,15 @@ class Data:
     self.mean, self.std = tuple(data_config.mean), tuple(data_config.std)
     image_key, label_key = keys(self.builder)
     self.preprocess = Preprocess(data_config, config.model.image_size, image_key, label_key)
+    mixup, cutmix = data_config.get('mixup', 0.0), data_config.get('cutmix', 0.0)
+    self.mix = (mixup or cutmix) and augment_lib.Mix(
+        mixup_alpha=mixup, cutmix_alpha=cutmix, switch_prob=data_config.get('mix_switch_prob', 0.5),
+        prob=data_config.get('mix_prob', 1.0), smoothing=config.get('label_smoothing', 0.0))
+    if mixup < 0 or cutmix < 0:
+      raise ValueError(f'data.mixup={mixup}, data.cutmix={cutmix}: Beta parameters are >= 0')
+    if self.mix and (config.batch_size // process_count) % 2:
+      raise ValueError(f'batch_size={config.batch_size}: Mixup/CutMix pairs examples inside '
+                       'each process, so the batch per process must be even')
 
     if config.batch_size % (local_devices * process_count):
       raise ValueError(f'batch_size={config.batch_size} is not divisible by the '
@@ -237,11 +268,15 @@ class Data:
     # on 2 hosts x 2 devices sees exactly what 1 host x 4 devices sees.
     self.train_source = open_split(self.builder, data_config.train_split)
     self.train_examples = len(self.train_source)
-    self.train = (grain.MapDataset.range(self.train_examples)
-                  .shuffle(seed=config.seed)
-                  .repeat(None)
-                  .batch(config.batch_size, drop_remainder=True)
-                  .random_map(self._read_train_batch, seed=config.seed + 1))
+    order = grain.MapDataset.range(self.train_examples).shuffle(seed=config.seed).repeat(None)
+    repeats = data_config.get('repeated_aug', 1)
+    if not isinstance(repeats, int) or repeats < 1:
+      raise ValueError(f'data.repeated_aug={repeats!r}: how often each example repeats, >= 1')
+    if repeats > 1:  # timm's RASampler: each epoch reads its first N/R examples R times each
+      order = grain.MapDataset.range(sys.maxsize).map(
+          RepeatedOrder(order, self.train_examples, repeats))
+    self.train_indices = order.batch(config.batch_size, drop_remainder=True)  # [step] -> indices
+    self.train = self.train_indices.random_map(self._read_train_batch, seed=config.seed + 1)
     self.eval_source = open_split(self.builder, data_config.eval_split)
 
   def _read_train_batch(self, indices: np.ndarray, rng: np.random.Generator):
@@ -251,12 +286,21 @@ class Data:
     mine = slice(lo, lo + self.process_batch)
     rows = [self.preprocess.train(ex, np.random.default_rng(seed)) for ex, seed in
             zip(read_many(self.train_source, [int(i) for i in indices[mine]]), seeds[mine])]
-    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    if self.mix:  # one lambda (and box) per global batch: `rng` is the same on every process
+      images = batch['image']
+      if images.dtype == np.uint8:
+        images = normalize(images, self.mean, self.std)
+      batch['image'], batch['label'], _ = self.mix(images, batch['label'], self.meta.num_classes,
+                                                   rng)
+    return batch
 
   def shard(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Normalise images and reshape [n, ...] -> [local_devices, n / local_devices, ...]."""
+    """Normalise images (unless augmentation already did) and reshape [n, ...] ->
+    [local_devices, n / local_devices, ...]."""
     batch = dict(batch)
-    batch['image'] = normalize(batch['image'], self.mean, self.std)
+    if batch['image'].dtype == np.uint8:
+      batch['image'] = normalize(batch['image'], self.mean, self.std)
     return {k: v.reshape(self.local_devices, -1, *v.shape[1:]) for k, v in batch.items()}
 
   def train_batch(self, step: int) -> dict[str, np.ndarray]:
@@ -287,6 +331,18 @@ class Data:
       batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
       batch['mask'] = mask
       yield self.shard(batch)
+
+
+class RepeatedOrder:
+  """Position k of the repeated stream -> position in the shuffled stream: epoch k // n reads
+  the first n / R examples of its own shuffle, each R times in a row."""
+
+  def __init__(self, shuffled, n: int, repeats: int):
+    self.shuffled, self.n, self.repeats = shuffled, n, repeats
+
+  def __call__(self, k: int) -> int:
+    epoch, position = divmod(int(k), self.n)
+    return self.shuffled[epoch * self.n + position // self.repeats]
 
 
 def read_many(source, indices: list[int]) -> list[dict[str, Any]]:
