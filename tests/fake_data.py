@@ -58,3 +58,40 @@ def set_fields(config, fields: dict):
     for p in parents:
       target = target[p]
     target[leaf] = value
+
+
+def make_imagenet_manual(folder, classes=('n01440764', 'n01443537', 'n01484850'), per_class=4,
+                         n_val=6, seed=0):
+  """A tiny manual directory in the layout TFDS's imagenet2012 builder reads: a train tar of
+  per-class tars of JPEGs ('<wnid>_<i>.JPEG') and a validation tar of 'ILSVRC2012_val_*.JPEG'
+  (whose labels the builder takes, in sorted order, from the official validation list)."""
+  import io
+  import tarfile
+  from PIL import Image
+
+  rng = np.random.default_rng(seed)
+
+  def jpeg(h, w):
+    image = np.clip(np.mgrid[0:h, 0:w].sum(0)[..., None] * [1, 2, 3] % 256
+                    + rng.integers(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, 'JPEG', quality=90)
+    return out.getvalue()
+
+  def add(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+  os.makedirs(folder, exist_ok=True)
+  with tarfile.open(os.path.join(folder, 'ILSVRC2012_img_train.tar'), 'w') as outer:
+    for wnid in classes:
+      inner = io.BytesIO()
+      with tarfile.open(fileobj=inner, mode='w') as tar:
+        for i in range(per_class):
+          add(tar, f'{wnid}_{i + 1}.JPEG', jpeg(75 + 9 * i, 100))   # ImageNet-like 3:4 shapes
+      add(outer, f'{wnid}.tar', inner.getvalue())
+  with tarfile.open(os.path.join(folder, 'ILSVRC2012_img_val.tar'), 'w') as tar:
+    for i in range(n_val):
+      add(tar, f'ILSVRC2012_val_{i + 1:08d}.JPEG', jpeg(100, 75))
+  return folder

@@ -33,6 +33,10 @@ def test_shipped_configs_validate_and_build(path):
     ('optimizer.lr', -1.0, 'optimizer.lr=-1.0: must be positive'),
     ('label_smoothing', 1.0, 'label_smoothing=1.0: must be in [0, 1)'),
     ('data.std', (0.0,), 'data.std=(0.0,): entries must be positive'),
+    ('data.rand_augment', 'rand-m9-z2', "data.rand_augment='rand-m9-z2': unknown section 'z2'"),
+    ('data.random_erase', 1.5, 'data.random_erase=1.5: a probability in'),
+    ('data.mixup', -0.8, 'data.mixup=-0.8: a Beta parameter'),
+    ('data.repeated_aug', 0, 'data.repeated_aug=0: how often'),
 ])
 def test_validation_names_the_field(field, value, message):
   config = load('configs/vit/fashion_mnist.py')
@@ -51,3 +55,14 @@ def test_locked_config_rejects_typos():
   config = load('configs/vit/fashion_mnist.py')
   with pytest.raises(AttributeError):
     config.modle = 3
+
+
+@pytest.mark.parametrize('path,arg', [('configs/vit/imagenet.py', 'S/16'),
+                                      ('configs/dynamicvit/deit_s_imagenet.py', ''),
+                                      ('configs/vtp/deit_b_imagenet.py', '')])
+def test_imagenet_configs_carry_deits_augmentations(path, arg):
+  d = load(path, arg).data
+  assert (d.rand_augment, d.random_erase, d.mixup, d.cutmix, d.mix_switch_prob, d.repeated_aug,
+          d.interpolation, d.augment) == ('rand-m9-mstd0.5-inc1', 0.25, 0.8, 1.0, 0.5, 3,
+                                          'bicubic', 'inception_crop')
+  assert load(path, arg).label_smoothing == 0.1

@@ -190,7 +190,7 @@ def test_init_from_timm_file_skips_head_and_needs_rgb(tmp_path):
 
 def test_unprepared_tfds_dataset_says_how_to_prepare(tmp_path):
   config = fake_data.tiny_config(tmp_path, **{'data.name': 'imagenet2012'})
-  with pytest.raises(FileNotFoundError, match='tfds build imagenet2012 .*--file_format=array_record'):
+  with pytest.raises(FileNotFoundError, match=r'python -m tokensparse.data.build imagenet2012 --data_dir=.*--manual_dir'):
     Data(config, local_devices=8)
 
 

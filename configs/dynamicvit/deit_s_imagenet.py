@@ -5,7 +5,8 @@
         --config.data.data_dir=/data/tfds
 
 Fine-tunes a dense DeiT-S checkpoint, which is also the frozen teacher, on the data pipeline of
-configs/vit/imagenet.py: 30 epochs, AdamW lr 1e-3 at batch 1024, weight decay 0.05, 5 warm-up
+configs/vit/imagenet.py (DeiT's augmentations, inherited: RandAugment, random erasing,
+Mixup/CutMix, label smoothing, repeated augmentation): 30 epochs, AdamW lr 1e-3 at batch 1024, weight decay 0.05, 5 warm-up
 epochs then cosine to 1e-6; predictors at the full learning rate, backbone at 0.01x and frozen
 during warm-up, class token and position embedding frozen; loss = CE + 2.0 ratio + 0.5 KL +
 0.5 token MSE (DeiT-B: `--config.model.variant=B/16 --config.dynamic_vit.ratio_weight=5.0`).

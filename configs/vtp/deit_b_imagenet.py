@@ -9,8 +9,9 @@
     python train.py --config configs/vtp/deit_b_imagenet.py:finetune,pruned=runs/vtp_deit_b_pruned40 \
         --workdir runs/vtp_deit_b_finetuned40 --config.data.data_dir=/data/tfds
 
-DeiT's recipe (configs/vit/imagenet.py:B/16: AdamW, batch 1024, label smoothing 0.1, stochastic
-depth 0.1, inception crop + flip) with lambda = 1e-4 on the scores during sparsity training and
+DeiT's recipe (configs/vit/imagenet.py:B/16: AdamW, batch 1024, stochastic depth 0.1, and DeiT's
+augmentations: bicubic inception crop + flip, RandAugment rand-m9-mstd0.5-inc1, random erasing
+0.25, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, repeated augmentation 3) with lambda = 1e-4 on the scores during sparsity training and
 no penalty during fine-tuning. The epoch counts (30 + 30) and the fine-tuning lr (1e-4) are this
 config's choice: the reference notes give the method, not the schedule. Paper: 20 % pruned
 -0.5 points, 40 % pruned 81.8 -> 80.7 % (86.4 -> 48.0 M parameters, 17.6 -> 10.0 GFLOPs).

@@ -64,8 +64,8 @@ def get_builder(data_config) -> tfds.core.DatasetBuilder:
   if not builder.is_prepared():
     raise FileNotFoundError(
         f'data.name={name!r}: no prepared copy under data.data_dir={data_dir!r}. Prepare it '
-        f'once with `tfds build {name} --data_dir=... --file_format=array_record` (manual '
-        'downloads such as imagenet2012 need --manual_dir), then pass data.data_dir.')
+        f'once with `python -m tokensparse.data.build {name} --data_dir=...` (array_record; '
+        'manual downloads such as imagenet2012 need --manual_dir), then pass data.data_dir.')
   return builder
 
 
