@@ -171,6 +171,35 @@ def test_each_rand_augment_op_equals_pil_at_magnitude_9(name):
   assert not np.array_equal(ours, np.asarray(image))
 
 
+def test_posterize_to_zero_bits_is_black():
+  # PosterizeIncreasing at magnitude 10 keeps 4 - int(4) = 0 bits: every pixel & 0 = 0 (what
+  # PIL's own lookup table gave before Pillow began to refuse bits < 1).
+  assert augment.op_argument('PosterizeIncreasing', 10.0, None) == 0
+  out = augment.apply_op(photo(), 'PosterizeIncreasing', 0, fill=FILL, resample=BICUBIC)
+  np.testing.assert_array_equal(np.asarray(out), np.zeros((40, 48, 3), np.uint8))
+
+
+def test_normalize_is_bit_identical_to_its_formula():
+  from tokensparse.data.pipeline import normalize
+  rng = np.random.default_rng(0)
+  for shape, mean, std in [((4, 28, 28, 1), (0.5,), (0.5,)),
+                           ((2, 9, 7, 3), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]:
+    x = rng.integers(0, 256, shape).astype(np.uint8)
+    expected = (x.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / \
+        np.asarray(std, np.float32)
+    np.testing.assert_array_equal(normalize(x, mean, std), expected)
+
+
+def test_inception_crop_in_pil_equals_the_numpy_crop():
+  from tokensparse.data import pipeline
+  image = np.asarray(photo())
+  for seed in range(10):
+    a = pipeline.random_resized_crop(image, np.random.default_rng(seed), 24, interpolation='bicubic')
+    b = pipeline.random_resized_crop(image, np.random.default_rng(seed), 24,
+                                     interpolation='bicubic', as_pil=True)
+    np.testing.assert_array_equal(a, pipeline.from_pil(b))
+
+
 def test_rand_augment_policy_string():
   ra = augment.RandAugment.from_policy('rand-m9-mstd0.5-inc1')
   assert (ra.ops, ra.magnitude, ra.magnitude_std, ra.num_layers, ra.prob, ra.fill) == (
@@ -252,6 +281,16 @@ def test_augmented_batches_are_soft_deterministic_and_repeat(tmp_path):
   assert (epoch == epoch[:, :1]).all() and len(set(epoch[:, 0])) == 32
 
 
+def test_threads_do_not_change_the_batches(tmp_path):
+  one = Data(fake_data.tiny_config(tmp_path, **DEIT), local_devices=2)
+  three = Data(fake_data.tiny_config(tmp_path, **{**DEIT, 'data.threads': 3}), local_devices=2)
+  assert three.threads == 3
+  for key in ('image', 'label'):
+    np.testing.assert_array_equal(one.train_batch(5)[key], three.train_batch(5)[key])
+  for a, b in zip(one.eval_iter(), three.eval_iter()):
+    np.testing.assert_array_equal(a['image'], b['image'])
+
+
 def test_augmented_run_resumes_to_the_same_parameters(tmp_path):
   config = fake_data.tiny_config(tmp_path, **DEIT)
   loop.train_and_evaluate(config, str(tmp_path / 'straight'))
@@ -277,7 +316,8 @@ def test_bad_augmentation_fields_name_the_field(tmp_path):
   for field, value, message in [('data.rand_augment', 'rand-q5', 'data.rand_augment'),
                                 ('data.random_erase', 1.5, 'data.random_erase=1.5'),
                                 ('data.repeated_aug', 0, 'data.repeated_aug=0'),
-                                ('data.interpolation', 'lanczos', 'data.interpolation')]:
+                                ('data.interpolation', 'lanczos', 'data.interpolation'),
+                                ('data.threads', -1, 'data.threads=-1')]:
     with pytest.raises(ValueError, match=message):
       Data(fake_data.tiny_config(tmp_path, **{field: value}), local_devices=2)
   with pytest.raises(ValueError, match='batch per process must be even'):

@@ -72,6 +72,7 @@ def test_build_names_what_is_missing(tmp_path):
                        env=cli_runs.env(1), capture_output=True, text=True, timeout=300)
   assert run.returncode == 1
   assert run.stderr.strip().splitlines()[-1] == (
-      f'error: --manual_dir {tmp_path}: has none of ILSVRC2012_img_train.tar, '
-      'ILSVRC2012_img_val.tar')
+      f'error: --manual_dir {tmp_path}: has no ILSVRC2012_img_train.tar and no '
+      'ILSVRC2012_img_val.tar (imagenet2012 needs ILSVRC2012_img_train.tar and '
+      'ILSVRC2012_img_val.tar)')
   assert not os.path.exists(tmp_path / 'tfds')

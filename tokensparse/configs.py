@@ -61,7 +61,8 @@ def base() -> ml_collections.ConfigDict:
       # Beta parameters (0 = off), the chance of CutMix when both are on, the chance a batch
       # is mixed at all, and how often each example repeats in an epoch (timm's RASampler).
       rand_augment='', random_erase=0.0, mixup=0.0, cutmix=0.0, mix_switch_prob=0.5,
-      mix_prob=1.0, repeated_aug=1))
+      mix_prob=1.0, repeated_aug=1,
+      threads=1))  # threads that decode and augment examples (0 = one per CPU core)
 
   # path: a work directory or a timm/DeiT/vit_jax file; skip: parameter prefixes left at their
   # init; model_fields: model fields taken from a work directory's saved config (e.g. the

@@ -26,7 +26,7 @@ def get_config(arg: str = 'S/16'):
                 augment='inception_crop', flip=True, eval_crop_fraction=0.875,
                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), interpolation='bicubic',
                 rand_augment='rand-m9-mstd0.5-inc1', random_erase=0.25, mixup=0.8, cutmix=1.0,
-                mix_switch_prob=0.5, repeated_aug=3)
+                mix_switch_prob=0.5, repeated_aug=3, threads=0)
   c.batch_size = 1024
   c.eval_batch_size = 1024
   c.num_epochs = 300

@@ -79,7 +79,9 @@ def apply_op(image: Image.Image, name: str, arg, *, fill, resample) -> Image.Ima
     return ImageOps.invert(image)
   if base == 'Rotate':
     return image.rotate(arg, resample=resample, fillcolor=fill)
-  if base == 'Posterize':
+  if base == 'Posterize':  # 0 bits (PosterizeIncreasing at m=10) is black, as PIL made it
+    if arg <= 0:          # before Pillow began refusing bits < 1 (timm still passes 0)
+      return Image.new(image.mode, image.size, 0)
     return image if arg >= 8 else ImageOps.posterize(image, arg)
   if base == 'Solarize':
     return ImageOps.solarize(image, arg)
@@ -145,8 +147,12 @@ class RandAugment:
 
   def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     gray = image.shape[-1] == 1
-    pil = Image.fromarray(image[..., 0] if gray else image)
-    fill = self.fill[0] if gray else self.fill
+    out = np.asarray(self.apply(Image.fromarray(image[..., 0] if gray else image), rng))
+    return out[..., None] if gray else out
+
+  def apply(self, pil: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The same on a PIL image (the pipeline's inception-crop path stays in PIL)."""
+    fill = self.fill[0] if pil.mode == 'L' else self.fill
     for name in rng.choice(self.ops, self.num_layers, replace=True):
       if self.prob < 1.0 and rng.random() > self.prob:
         continue
@@ -158,8 +164,7 @@ class RandAugment:
       magnitude = max(0.0, min(magnitude, self.magnitude_max))
       pil = apply_op(pil, str(name), op_argument(str(name), magnitude, rng), fill=fill,
                      resample=INTERPOLATIONS[self.interpolation])
-    out = np.asarray(pil)
-    return out[..., None] if gray else out
+    return pil
 
 
 def random_erase(image: np.ndarray, rng: np.random.Generator, prob: float,

@@ -20,7 +20,8 @@ import tensorflow_datasets as tfds
 
 from tokensparse.data import pipeline
 
-# What each manual-download builder needs in --manual_dir (at least one of them).
+# What each manual-download builder needs in --manual_dir (TFDS's imagenet2012 builder reads
+# the validation tar's file names even before it looks for the train tar).
 MANUAL_FILES = {'imagenet2012': ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')}
 TENSORFLOW_EXTRA = "pip install -e '.[build]'  (tensorflow-cpu; build time only)"
 
@@ -39,8 +40,10 @@ def build(name: str, data_dir: str, manual_dir: str = '') -> tfds.core.DatasetBu
     if not manual_dir:
       raise ValueError(f'{name} is a manual download: pass --manual_dir, the directory with '
                        f'{" and ".join(needed)}')
-    if not any(os.path.isfile(os.path.join(manual_dir, f)) for f in needed):
-      raise ValueError(f'--manual_dir {manual_dir}: has none of {", ".join(needed)}')
+    missing = [f for f in needed if not os.path.isfile(os.path.join(manual_dir, f))]
+    if missing:
+      raise ValueError(f'--manual_dir {manual_dir}: has no {" and no ".join(missing)} '
+                       f'({name} needs {" and ".join(needed)})')
     if importlib.util.find_spec('tensorflow') is None:
       raise ValueError(f'the TFDS {name} builder needs TensorFlow to build (only to build: '
                        f'training reads without it): {TENSORFLOW_EXTRA}')
