@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, ROOT)
 from tests import fake_data  # noqa: E402
 from tokensparse import configs, evaluate, export, inference, methods, viz  # noqa: E402
+from tokensparse.data import build as build_lib  # noqa: E402
 from tokensparse.methods.vtp import prune as prune_cli  # noqa: E402
 from tokensparse.methods.eventful.model import EventfulViT  # noqa: E402
 from tokensparse.train import checkpoint, lock, loop  # noqa: E402
@@ -172,6 +173,13 @@ def main():
       ('`prune` of a work directory that is not VTP',
        module_cli(prune_cli.main, '--workdir', good, '--rate', '0.5', '--out',
                   str(empty / 'pruned')), empty),
+      ('unknown RandAugment section `--config.data.rand_augment=rand-m9-q3`',
+       lambda: cli('--config.data.rand_augment=rand-m9-q3')),
+      ('random erasing probability 1.5', with_config(**{'data.random_erase': 1.5})),
+      ('Mixup Beta parameter -0.8', with_config(**{'data.mixup': -0.8})),
+      ('`data.build imagenet2012` without the tars',
+       module_cli(build_lib.main, 'imagenet2012', '--manual_dir', str(empty), '--data_dir',
+                  str(empty / 'tfds')), empty),
   ]
   os.makedirs(tmp / 'empty', exist_ok=True)
   rows = []
