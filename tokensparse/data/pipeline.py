@@ -6,7 +6,8 @@ slice, as an indexable grain `MapDataset`, so batch `i` is a pure function of (s
 at step s reads exactly the batches an uninterrupted run would have read. Per example: crop,
 flip, RandAugment, random erasing (tokensparse.data.augment) from a seed of its own; per
 process slice of the batch: Mixup/CutMix (pairs stay inside a process, as with timm under DDP),
-which turns `label` into soft targets [n, num_classes].
+which turns `label` into soft targets [n, num_classes]. JPEG datasets (imagenet2012) come as
+bytes and are decoded here straight into PIL; `data.threads` threads decode and augment.
 Eval: per-process shard read in order, the last batch padded; `mask` marks real examples so
 each example counts exactly once.
 Batches are dicts of numpy arrays shaped [local_devices, per_device_batch, ...].
