@@ -30,12 +30,15 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from benchmarks import common  # noqa: E402
+from tests import fake_data  # noqa: E402
 from tokensparse import configs  # noqa: E402
 from tokensparse.data import build as build_lib  # noqa: E402
 from tokensparse.data.pipeline import Data  # noqa: E402
 
 PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'hubble_deep_field', 'immunohistochemistry',
           'retina')
+WNIDS = ('n01440764', 'n01443537', 'n01484850', 'n01491361', 'n01494475', 'n01496331',
+         'n01498041', 'n01514668')   # 8 classes the builder knows
 DEIT_S_TRAIN_RATE = 3000   # images/s the issue asks the pipeline to sustain for DeiT-S/16
 
 
@@ -61,31 +64,6 @@ def imagenet_like_jpegs(count: int, seed: int = 0) -> list[bytes]:
   return out
 
 
-def write_manual_dir(jpegs: list[bytes], folder: str, classes: int = 8) -> None:
-  """The JPEGs in imagenet2012's manual-download layout (train tar of per-class tars)."""
-  import tarfile  # pylint: disable=g-import-not-at-top
-  os.makedirs(folder, exist_ok=True)
-  wnids = ['n01440764', 'n01443537', 'n01484850', 'n01491361', 'n01494475', 'n01496331',
-           'n01498041', 'n01514668'][:classes]
-  with tarfile.open(os.path.join(folder, 'ILSVRC2012_img_train.tar'), 'w') as outer:
-    for k, wnid in enumerate(wnids):
-      inner = io.BytesIO()
-      with tarfile.open(fileobj=inner, mode='w') as tar:
-        for i, data in enumerate(jpegs[k::classes]):
-          fake_data_add(tar, f'{wnid}_{i + 1}.JPEG', data)
-      fake_data_add(outer, f'{wnid}.tar', inner.getvalue())
-  with tarfile.open(os.path.join(folder, 'ILSVRC2012_img_val.tar'), 'w') as tar:
-    for i, data in enumerate(jpegs[:8]):   # the builder insists on a validation tar
-      fake_data_add(tar, f'ILSVRC2012_val_{i + 1:08d}.JPEG', data)
-
-
-def fake_data_add(tar, name: str, data: bytes) -> None:
-  import tarfile  # pylint: disable=g-import-not-at-top
-  info = tarfile.TarInfo(name)
-  info.size = len(data)
-  tar.addfile(info, io.BytesIO(data))
-
-
 def timm_side(jpegs: list[bytes], batch: int):
   """A callable that produces one timm batch per call (DataLoader iterator restarted as needed)."""
   # torchvision's compiled ops do not load next to this machine's CPU-only torch wheel; timm's
@@ -106,7 +84,7 @@ def timm_side(jpegs: list[bytes], batch: int):
         Image.new(img.mode, img.size, 0) if bits <= 0 else posterize(img, bits, **kw))
   transform = create_transform(224, is_training=True, auto_augment='rand-m9-mstd0.5-inc1',
                                re_prob=0.25, re_mode='pixel', interpolation='bicubic')
-  labels = np.arange(len(jpegs)) % 8
+  labels = np.arange(len(jpegs)) % len(WNIDS)
 
   class Jpegs(torch.utils.data.Dataset):
     def __len__(self):
@@ -166,7 +144,8 @@ def main():
 
   jpegs = imagenet_like_jpegs(args.images)
   tmp = tempfile.mkdtemp(prefix='pipeline_throughput_')
-  write_manual_dir(jpegs, os.path.join(tmp, 'manual'))
+  fake_data.make_imagenet_manual(os.path.join(tmp, 'manual'), jpegs=jpegs, n_val=8,
+                                 classes=WNIDS)
   build_lib.build('imagenet2012', os.path.join(tmp, 'tfds'), os.path.join(tmp, 'manual'))
   ours, data = ours_side(os.path.join(tmp, 'tfds'), args.batch)
   theirs, timm_version = timm_side(jpegs, args.batch)

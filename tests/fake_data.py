@@ -61,10 +61,12 @@ def set_fields(config, fields: dict):
 
 
 def make_imagenet_manual(folder, classes=('n01440764', 'n01443537', 'n01484850'), per_class=4,
-                         n_val=6, seed=0):
+                         n_val=6, seed=0, jpegs=None):
   """A tiny manual directory in the layout TFDS's imagenet2012 builder reads: a train tar of
   per-class tars of JPEGs ('<wnid>_<i>.JPEG') and a validation tar of 'ILSVRC2012_val_*.JPEG'
-  (whose labels the builder takes, in sorted order, from the official validation list)."""
+  (whose labels the builder takes, in sorted order, from the official validation list).
+  `jpegs`: JPEG bytes to use instead of generated ones, dealt round-robin to the classes (the
+  first n_val also make the validation tar)."""
   import io
   import tarfile
   from PIL import Image
@@ -83,15 +85,21 @@ def make_imagenet_manual(folder, classes=('n01440764', 'n01443537', 'n01484850')
     info.size = len(data)
     tar.addfile(info, io.BytesIO(data))
 
+  if jpegs is None:   # ImageNet-like 3:4 shapes
+    train = [[jpeg(75 + 9 * i, 100) for i in range(per_class)] for _ in classes]
+    val = [jpeg(100, 75) for _ in range(n_val)]
+  else:
+    train = [jpegs[k::len(classes)] for k in range(len(classes))]
+    val = jpegs[:n_val]
   os.makedirs(folder, exist_ok=True)
   with tarfile.open(os.path.join(folder, 'ILSVRC2012_img_train.tar'), 'w') as outer:
-    for wnid in classes:
+    for wnid, images in zip(classes, train):
       inner = io.BytesIO()
       with tarfile.open(fileobj=inner, mode='w') as tar:
-        for i in range(per_class):
-          add(tar, f'{wnid}_{i + 1}.JPEG', jpeg(75 + 9 * i, 100))   # ImageNet-like 3:4 shapes
+        for i, data in enumerate(images):
+          add(tar, f'{wnid}_{i + 1}.JPEG', data)
       add(outer, f'{wnid}.tar', inner.getvalue())
   with tarfile.open(os.path.join(folder, 'ILSVRC2012_img_val.tar'), 'w') as tar:
-    for i in range(n_val):
-      add(tar, f'ILSVRC2012_val_{i + 1:08d}.JPEG', jpeg(100, 75))
+    for i, data in enumerate(val):
+      add(tar, f'ILSVRC2012_val_{i + 1:08d}.JPEG', data)
   return folder

@@ -181,15 +181,5 @@ def validate(config) -> None:
     _fail('data.std', d.std, f'needs as many entries as data.mean={d.mean}')
   if any(s <= 0 for s in d.std):
     _fail('data.std', d.std, 'entries must be positive')
-  if d.get('rand_augment'):
-    from tokensparse.data import augment  # pylint: disable=g-import-not-at-top
-    augment.RandAugment.from_policy(d.rand_augment, interpolation=d.get('interpolation',
-                                                                         'bilinear'))
-  for field in ('random_erase', 'mix_switch_prob', 'mix_prob'):
-    if not 0.0 <= d.get(field, 0.0) <= 1.0:
-      _fail(f'data.{field}', d[field], 'a probability in [0, 1]')
-  for field in ('mixup', 'cutmix'):
-    if d.get(field, 0.0) < 0:
-      _fail(f'data.{field}', d[field], 'a Beta parameter: 0 (off) or positive')
-  if not isinstance(d.get('repeated_aug', 1), int) or d.get('repeated_aug', 1) < 1:
-    _fail('data.repeated_aug', d.repeated_aug, 'how often each example repeats in an epoch, >= 1')
+  from tokensparse.data import augment  # pylint: disable=g-import-not-at-top
+  augment.check_fields(d)

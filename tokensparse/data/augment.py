@@ -139,8 +139,6 @@ class RandAugment:
           raise ValueError(f'unknown section {section!r} (known: m, n, p, mstd, mmax, inc)')
       except ValueError as e:
         raise ValueError(f'data.rand_augment={policy!r}: {e}') from None
-    if interpolation not in INTERPOLATIONS:
-      raise ValueError(f'data.interpolation={interpolation!r}: expected bilinear or bicubic')
     fill = tuple(min(255, round(255 * m)) for m in mean)
     return cls(ops=INCREASING_OPS if increasing else OPS, fill=fill,
                interpolation=interpolation, **fields)
@@ -249,3 +247,28 @@ class Mix:
         images = images * np.float32(lam) + images[::-1] * np.float32(1.0 - lam)
     targets = soft_targets(labels, num_classes, self.smoothing)
     return images, targets * lam + targets[::-1] * (1.0 - lam), lam
+
+
+def check_fields(data_config) -> None:
+  """Raise ValueError naming the first augmentation or loader field of a data config that
+  cannot work (configs.validate and the pipeline both call this)."""
+  d = data_config
+
+  def fail(field, why):
+    raise ValueError(f'data.{field}={d[field]!r}: {why}')
+  if d.get('interpolation', 'bilinear') not in INTERPOLATIONS:
+    fail('interpolation', 'expected bilinear or bicubic')
+  if d.get('rand_augment'):
+    RandAugment.from_policy(d.rand_augment)
+  for field in ('random_erase', 'mix_switch_prob', 'mix_prob'):
+    if not 0.0 <= d.get(field, 0.0) <= 1.0:
+      fail(field, 'a probability in [0, 1]')
+  for field in ('mixup', 'cutmix'):
+    if d.get(field, 0.0) < 0:
+      fail(field, 'a Beta parameter: 0 (off) or positive')
+  repeats = d.get('repeated_aug', 1)
+  if not isinstance(repeats, int) or repeats < 1:
+    fail('repeated_aug', 'how often each example repeats in an epoch, >= 1')
+  threads = d.get('threads', 1)
+  if not isinstance(threads, int) or threads < 0:
+    fail('threads', 'threads that decode and augment examples (0 = one per CPU core)')

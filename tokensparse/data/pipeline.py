@@ -190,14 +190,11 @@ class Preprocess:
     self.mean, self.std = tuple(data_config.mean), tuple(data_config.std)
     if self.augment not in ('crop_flip', 'inception_crop', 'none'):
       raise ValueError(f'data.augment={self.augment!r}: expected crop_flip, inception_crop or none')
-    if self.interpolation not in augment_lib.INTERPOLATIONS:
-      raise ValueError(f'data.interpolation={self.interpolation!r}: expected bilinear or bicubic')
+    augment_lib.check_fields(data_config)
     policy = data_config.get('rand_augment', '')
     self.rand_augment = policy and augment_lib.RandAugment.from_policy(
         policy, mean=(self.mean * 3)[:3], interpolation=self.interpolation)
     self.erase = data_config.get('random_erase', 0.0)
-    if not 0.0 <= self.erase <= 1.0:
-      raise ValueError(f'data.random_erase={self.erase}: a probability in [0, 1]')
 
   def pixels(self, value, as_pil: bool = False):
     """An example's image: decoded uint8 [h, w, c] from TFDS, or JPEG bytes (train and eval
@@ -217,17 +214,17 @@ class Preprocess:
       return self.clip(image, example, flip=self.flip and rng.random() < 0.5)
     if self.canvas:
       image = place_on_canvas(image, self.canvas, rng)
-    if self.augment == 'crop_flip':
-      image = pad_crop(image, rng, self.size, self.pad)
-    elif self.augment == 'inception_crop':  # in PIL from crop to RandAugment: one copy in, one out
+    if self.augment == 'inception_crop':  # in PIL from crop to RandAugment: one copy in, one out
       pil = random_resized_crop(image, rng, self.size, interpolation=self.interpolation,
                                 as_pil=True)
       if self.flip and rng.random() < 0.5:
         pil = pil.transpose(Image.FLIP_LEFT_RIGHT)
       image = from_pil(self.rand_augment.apply(pil, rng) if self.rand_augment else pil)
     else:
-      image = resize(image, self.size, self.interpolation)
-    if self.augment != 'inception_crop':
+      if self.augment == 'crop_flip':
+        image = pad_crop(image, rng, self.size, self.pad)
+      else:
+        image = resize(image, self.size, self.interpolation)
       if self.flip and rng.random() < 0.5:
         image = image[:, ::-1]
       if self.rand_augment:
@@ -318,8 +315,6 @@ class Data:
     self.mix = (mixup or cutmix) and augment_lib.Mix(
         mixup_alpha=mixup, cutmix_alpha=cutmix, switch_prob=data_config.get('mix_switch_prob', 0.5),
         prob=data_config.get('mix_prob', 1.0), smoothing=config.get('label_smoothing', 0.0))
-    if mixup < 0 or cutmix < 0:
-      raise ValueError(f'data.mixup={mixup}, data.cutmix={cutmix}: Beta parameters are >= 0')
     if self.mix and (config.batch_size // process_count) % 2:
       raise ValueError(f'batch_size={config.batch_size}: Mixup/CutMix pairs examples inside '
                        'each process, so the batch per process must be even')
@@ -341,8 +336,6 @@ class Data:
     self.train_examples = len(self.train_source)
     order = grain.MapDataset.range(self.train_examples).shuffle(seed=config.seed).repeat(None)
     repeats = data_config.get('repeated_aug', 1)
-    if not isinstance(repeats, int) or repeats < 1:
-      raise ValueError(f'data.repeated_aug={repeats!r}: how often each example repeats, >= 1')
     if repeats > 1:  # timm's RASampler: each epoch reads its first N/R examples R times each
       order = grain.MapDataset.range(sys.maxsize).map(
           RepeatedOrder(order, self.train_examples, repeats))
@@ -350,11 +343,7 @@ class Data:
     self.train = self.train_indices.random_map(self._read_train_batch, seed=config.seed + 1)
     self.eval_source = open_split(self.builder, data_config.eval_split, jpeg_bytes=True)
     # Decoding and augmenting run in PIL and numpy, which release the GIL: threads scale.
-    threads = data_config.get('threads', 1)
-    if not isinstance(threads, int) or threads < 0:
-      raise ValueError(f'data.threads={threads!r}: threads that decode and augment examples '
-                       '(0 = one per CPU core)')
-    self.threads = threads or os.cpu_count() or 1
+    self.threads = data_config.get('threads', 1) or os.cpu_count() or 1
     self._pool = None
 
   def map(self, fn, *iterables) -> list:
