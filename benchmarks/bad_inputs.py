@@ -17,16 +17,16 @@ import tempfile
 from common import ROOT, table, write_section
 
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 sys.path.insert(0, ROOT)
 from tests import fake_data  # noqa: E402
-from tokensparse import configs, evaluate, export, inference, methods, viz  # noqa: E402
+from tokensparse import configs, evaluate, export, inference, viz  # noqa: E402
 from tokensparse.data import build as build_lib  # noqa: E402
 from tokensparse.methods.vtp import prune as prune_cli  # noqa: E402
 from tokensparse.methods.eventful.model import EventfulViT  # noqa: E402
-from tokensparse.train import checkpoint, lock, loop  # noqa: E402
+from tokensparse import checkpoint  # noqa: E402
+from tokensparse.train import lock, loop  # noqa: E402
 
 
 def snapshot(path):
@@ -73,14 +73,13 @@ def main():
   def dynamic(keep):
     c = fake_data.tiny_config(tmp)
     with c.unlocked():
-      c.model.update(name='dynamic_vit', keep_ratio=keep, prune_layers=(1,))
+      configs.use_method(c, 'dynamic_vit', keep_ratio=keep, prune_layers=(1,))
     return lambda: configs.validate(c)
 
   def token_learner():
     c = fake_data.tiny_config(tmp)
     with c.unlocked():
-      c.model.name = 'token_learner'
-      c.model.token_learner = ml_collections.ConfigDict(dict(num_tokens=100, at=0.5))
+      configs.use_method(c, 'token_learner', num_tokens=100, at=0.5)
     return configs.validate(c)
 
   def eventful():
@@ -93,15 +92,14 @@ def main():
     def run():
       c = fake_data.tiny_config(tmp, **{'model.name': name})
       with c.unlocked():
-        c.model[name] = methods.get(name).defaults()[name]
-        c.model[name].update(fields)
+        configs.use_method(c, name, **fields)
       loop.train_and_evaluate(c, good)
     return run
 
   def gap_evit():
     c = fake_data.tiny_config(tmp, **{'model.name': 'evit', 'model.classifier': 'gap'})
     with c.unlocked():
-      c.model.evit = methods.get('evit').defaults().evit
+      configs.use_method(c, 'evit')
     loop.train_and_evaluate(c, good)
 
   def corrupt():

@@ -105,7 +105,7 @@ def final_eval(workdir: str):
   """(last eval record of metrics.jsonl, config) of a work directory, or None if it has none."""
   import json  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from tokensparse.train import checkpoint  # pylint: disable=g-import-not-at-top
+  from tokensparse import checkpoint  # pylint: disable=g-import-not-at-top
   path = os.path.join(ROOT, workdir)
   metrics = os.path.join(path, 'metrics.jsonl')
   if not os.path.exists(metrics):
@@ -128,9 +128,9 @@ def accuracy_rows(runs: list[tuple[str, str]], params: bool = False) -> list[lis
     if found is None:
       continue
     final, config = found
-    from tokensparse import flops, methods  # pylint: disable=g-import-not-at-top
+    from tokensparse import methods  # pylint: disable=g-import-not-at-top
     model = methods.build(config.model)
-    macs = flops.model_macs(model, channels=1)['total'] / 1e6
+    macs = methods.macs(model, channels=1)['total'] / 1e6
     size = config.model.image_size
     shape = (1,) + ((config.model.num_frames,) if config.model.get('num_frames') else ()) + \
         (size, size, 1)

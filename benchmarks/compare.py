@@ -11,16 +11,19 @@ for --quick); a finished one is skipped, an interrupted one resumes. Stages:
    canvas model (Fashion-MNIST items at random positions on a 56x56 canvas, 64 patch tokens + cls)
    trained for --teacher_epochs from it. It is converged when one more epoch of the comparison's
    recipe adds less than 0.2 points: the dense reference row (below) checks exactly that.
-2. For each budget (fractions of dense MACs, default 0.5, 0.65, 0.8), each method's knob is
-   chosen by its MAC counter to come closest: DynamicViT and static selection (keep ratio at
-   the paper's three stages), 2x2 pooling (the block that pools), TokenLearner (8 or 16 tokens,
-   the block where they are learned), VTP (pruning rate), ToMe (r), EViT (keep rate).
+2. The rows are the registry's: every method's `variants()` (tokensparse/methods/<name>/),
+   e.g. DynamicViT and static selection, 2x2 pooling, TokenLearner, VTP, ToMe, EViT, ATS. For
+   each budget (fractions of dense MACs, default 0.5, 0.65, 0.8), the method's `budget_knobs`
+   setting whose MACs (by its own counter) come closest is chosen: keep ratios at the paper's
+   three stages, the block that pools, 8 or 16 tokens and the block where they are learned,
+   the pruning rate, r, keep rates, sampled tokens.
 3. Every row starts from the teacher and trains for the same --epochs with the canvas recipe
-   (AdamW, lr 1e-3 cosine, batch 128) plus what the method's own config adds (DynamicViT's
+   (AdamW, lr 1e-3 cosine, batch 128) plus what the variant's recipe config adds (DynamicViT's
    losses and learning-rate groups): configs/<method>/ hold them. VTP splits the same epochs
-   into sparsity training (half) and fine-tuning after pruning (half). ToMe and EViT are also
-   evaluated off the shelf (no training). The dense model trained for the same epochs is the
-   reference row; every "vs dense" compares with the dense model of the same training.
+   into sparsity training (half) and fine-tuning after pruning (half). Training-free methods
+   (ToMe, EViT, ATS) are also evaluated off the shelf. The dense model trained for the same
+   epochs is the reference row; every "vs dense" compares with the dense model of the same
+   training.
 4. Eventful Transformer, off the shelf on Moving Fashion-MNIST test clips (42 px frames at the
    centre of the 56 px canvas): the teacher's clip accuracy at capacities matched to the budgets
    in MACs per frame.
@@ -51,24 +54,15 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, ROOT)
-from tokensparse import backbone, configs, evaluate, flops, inference, methods  # noqa: E402
+from tokensparse import backbone, configs, evaluate, inference, methods  # noqa: E402
 from tokensparse.methods.vtp import model as vtp  # noqa: E402
 from tokensparse.methods.vtp import prune as vtp_prune  # noqa: E402
 from tokensparse.train import loop  # noqa: E402
 
 BUDGETS = (0.5, 0.65, 0.8)
 LENGTH_FIELDS = ('num_epochs', 'total_steps', 'init_from')
-# method key -> (label, config file of its recipe, its argument)
-TRAINED = {
-    'dynamic_vit': ('DynamicViT', 'dynamicvit/fashion_mnist.py', ''),
-    'static': ('static selection', 'dynamicvit/fashion_mnist.py', 'static'),
-    'pooled_vit': ('2x2 pooling', 'dynamicvit/fashion_mnist.py', 'pool'),
-    'token_learner': ('TokenLearner', 'tokenlearner/fashion_mnist.py', ''),
-    'vtp': ('VTP', None, ''),
-    'tome': ('ToMe', 'tome/fashion_mnist_canvas.py', ''),
-    'evit': ('EViT', 'evit/fashion_mnist_canvas.py', ''),
-}
-OFF_THE_SHELF = ('tome', 'evit')
+# Every line of the comparison, from the registry: variant key -> (Method, Variant).
+ROWS = {v.key: (m, v) for m in methods.REGISTRY.values() for v in m.variants()}
 
 
 @dataclasses.dataclass
@@ -121,63 +115,31 @@ def difference(a: dict, b: dict) -> dict:
   return out
 
 
-def recipe(method: str) -> dict:
-  """What the method's canvas config adds to the dense canvas config (its model fields, losses
-  and learning-rate groups), without the training length and the initialisation."""
-  _, path, arg = TRAINED[method]
-  if path is None:
+def recipe(key: str) -> dict:
+  """What the variant's recipe config adds to the dense canvas config (its model fields,
+  losses and learning-rate groups), without the training length and the initialisation."""
+  _, variant = ROWS[key]
+  if variant.recipe is None:
     return {}
+  path, _, arg = variant.recipe.partition(':')
   dense = configs.from_file('vit/fashion_mnist_canvas.py').to_dict()
   return difference(configs.from_file(path, arg).to_dict(), dense)
 
 
-def depth_stages(depth: int) -> tuple[int, ...]:
-  """DynamicViT's three pruning stages (3, 6, 9 of 12) scaled to the depth."""
-  return tuple(sorted({min(max(1, round(depth * f)), depth - 1) for f in (0.25, 0.5, 0.75)}))
-
-
-def knobs(method: str, depth: int) -> list[dict]:
-  """Candidate model-field settings of a method, from the cheapest to the dearest."""
-  if method in ('dynamic_vit', 'static'):
-    return [dict(keep_ratio=round(float(k), 3), prune_layers=depth_stages(depth))
-            for k in np.linspace(0.05, 1.0, 96)]
-  if method == 'pooled_vit':
-    return [dict(pool_layer=l) for l in range(depth)]
-  if method == 'token_learner':
-    return [{'token_learner.num_tokens': n, 'token_learner.at': round(b / depth, 4)}
-            for n in (8, 16) for b in range(1, depth)]
-  if method == 'tome':
-    # Constant r, and ToMe's decreasing schedule (inflect -0.5) that reaches lower budgets.
-    return [{'tome.r': r, 'tome.inflect': i} for i in (0.0, -0.5) for r in range(1, 64)]
-  if method == 'evit':
-    return [{'evit.keep_rate': round(float(k), 3)} for k in np.linspace(0.05, 1.0, 96)]
-  raise ValueError(method)
-
-
-def with_fields(model_cfg, fields: dict):
-  c = copy.deepcopy(model_cfg)
-  with c.unlocked():
-    for key, value in fields.items():
-      *groups, leaf = key.split('.')
-      target = c
-      for g in groups:
-        target = target[g]
-      target[leaf] = value
+def method_model(model_cfg, key: str, knob: dict | None = None) -> ml_collections.ConfigDict:
+  """The dense model config made into the variant `key`'s model: its method's name, the
+  method's default fields, the variant's fields and the budget `knob` (model.<name> fields)."""
+  method, variant = ROWS[key]
+  c = ml_collections.ConfigDict(model_cfg.to_dict())
+  c.name = method.name
+  if method.defaults() is not None:
+    c[method.name] = method.fields(c)
+    c[method.name].update({**variant.fields, **(knob or {})})
   return c
 
 
-def method_model(model_cfg, method: str) -> ml_collections.ConfigDict:
-  """The dense model config made into `method`'s (its default fields)."""
-  c = copy.deepcopy(model_cfg)
-  name = 'dynamic_vit' if method == 'static' else method
-  with c.unlocked():
-    c.name = name
-    for key, value in (methods.get(name).defaults() or {}).items():
-      if key not in c:
-        c[key] = value
-    if method == 'static':
-      c.selector = 'static'
-  return c
+def dense_model(model_cfg) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({**model_cfg.to_dict(), 'name': 'vit'})
 
 
 def macs(model_cfg, channels: int) -> float | None:
@@ -186,7 +148,7 @@ def macs(model_cfg, channels: int) -> float | None:
     configs.validate_model(ml_collections.ConfigDict({'model': model_cfg}))
   except ValueError:
     return None
-  return flops.model_macs(methods.build(model_cfg), channels)['total']
+  return methods.macs(methods.build(model_cfg), channels)['total']
 
 
 def closest(fractions: list[tuple[object, float | None]], budget: float) -> tuple[object, float]:
@@ -197,14 +159,14 @@ def closest(fractions: list[tuple[object, float | None]], budget: float) -> tupl
   return min(valid, key=lambda kf: abs(kf[1] - budget))
 
 
-def solve(model_cfg, method: str, budget: float, channels: int) -> tuple[dict, float]:
-  """The method's knob setting whose MAC fraction is closest to `budget`: (fields, fraction)."""
-  base = method_model(model_cfg, method)
-  dense = macs(with_fields(model_cfg, {'name': 'vit'}), channels)
+def solve(model_cfg, key: str, budget: float, channels: int) -> tuple[dict, float]:
+  """The variant's knob setting whose MAC fraction is closest to `budget`: (fields, fraction)."""
+  method, _ = ROWS[key]
+  dense = macs(dense_model(model_cfg), channels)
   fractions = []
-  for fields in knobs(method, backbone.backbone_kwargs(model_cfg)['depth']):
-    m = macs(with_fields(base, fields), channels)
-    fractions.append((fields, None if m is None else m / dense))
+  for knob in method.budget_knobs(backbone.backbone_kwargs(model_cfg)):
+    m = macs(method_model(model_cfg, key, knob), channels)
+    fractions.append((knob, None if m is None else m / dense))
   return closest(fractions, budget)
 
 
@@ -265,11 +227,11 @@ def from_teacher(settings: Settings, init: str, model_fields: tuple = ()):
   return c
 
 
-def row_config(settings: Settings, method: str, fields: dict, init: str):
+def row_config(settings: Settings, key: str, knob: dict, init: str):
   c = from_teacher(settings, init)
   with c.unlocked():
-    merge(c, recipe(method))
-    c.model = with_fields(method_model(c.model, method), fields)
+    merge(c, recipe(key))
+    c.model = method_model(c.model, key, knob)
   return c
 
 
@@ -281,16 +243,15 @@ def run_vtp(settings: Settings, teacher_dir: str, budgets: list[float], channels
   sparse_dir = os.path.join(settings.root, 'vtp_sparse')
   c = from_teacher(half, teacher_dir)
   with c.unlocked():
-    c.model.name = 'vtp'
-    c.vtp = ml_collections.ConfigDict(dict(l1_weight=1e-4))
+    configs.use_method(c, 'vtp')
   train(c, sparse_dir, 'VTP sparsity training')
   config, params, scores = vtp_prune.load_scored(sparse_dir)
-  dense_macs = macs(with_fields(config.model, {'name': 'vit'}), channels)
+  dense_macs = macs(dense_model(config.model), channels)
   fractions = []  # pruned model's MAC fraction per rate, by the learned scores
-  for rate in np.linspace(0.02, 0.95, 94):
-    _, fields = vtp.prune(params, scores, float(rate), config.model.get('attn_scale'))
-    fractions.append((float(rate), macs(vtp_prune.pruned_config(config, fields).model,
-                                        channels) / dense_macs))
+  for knob in methods.get('vtp').budget_knobs(backbone.backbone_kwargs(config.model)):
+    _, fields = vtp.prune(params, scores, knob['rate'], config.model.get('attn_scale'))
+    fractions.append((knob['rate'], macs(vtp_prune.pruned_config(config, fields).model,
+                                         channels) / dense_macs))
   out = {}
   for budget in budgets:
     rate, frac = closest(fractions, budget)
@@ -303,14 +264,17 @@ def run_vtp(settings: Settings, teacher_dir: str, budgets: list[float], channels
   return out
 
 
+# Lines trained in stages of their own (Variant.recipe None): key -> runner(settings,
+# teacher_dir, budgets, channels) -> {budget: (result, rate, MAC fraction)}.
+STAGED = {'vtp': run_vtp}
+
+
 # ----------------------------------------------------------------------------- eventful, speed
 
 def eventful_rows(settings: Settings, teacher_dir: str) -> list[dict]:
   """Clip accuracy of the teacher run as an Eventful Transformer at capacities matched to the
   budgets (MACs per frame after the first), and dense (every token)."""
   from tokensparse.data import moving_fashion_mnist  # pylint: disable=g-import-not-at-top
-  from tokensparse.methods.eventful import flops as ev_flops  # pylint: disable=g-import-not-at-top
-  from tokensparse.methods.eventful.model import EventfulViT, run_clip  # pylint: disable=g-import-not-at-top
   cache = os.path.join(settings.root, 'eventful.json')
   if os.path.exists(cache):
     return json.load(open(cache))
@@ -319,26 +283,31 @@ def eventful_rows(settings: Settings, teacher_dir: str) -> list[dict]:
   clips, labels = moving_fashion_mnist.load_clips(
       kw['image_size'], settings.clips, data_dir=predictor.config.data.data_dir,
       config=settings.clip_config)
-  x = np.asarray(predictor.normalize(clips))
   n = predictor.model.num_prefix + predictor.model.num_patches
-  dense_macs = flops.model_macs(predictor.model, predictor.channels)['total']
+  dense_macs = methods.macs(predictor.model, predictor.channels)['total']
+  eventful = methods.get('eventful')
+
+  def frame_macs(capacity):  # per frame after the first, by the method's counter
+    model_cfg = ml_collections.ConfigDict({**predictor.config.model.to_dict(), 'name': 'eventful',
+                                           'eventful': {'capacity': capacity}})
+    return methods.macs(methods.build(model_cfg), predictor.channels)['total']
+
   rows = []
   for budget in (1.0,) + tuple(settings.budgets):
     # The largest capacity within the budget's MACs per frame.
-    fits = [r for r in range(1, n + 1) if ev_flops.eventful_macs(
-        EventfulViT(**kw, capacity=r), channels=predictor.channels)['total'] <= budget * dense_macs]
+    fits = [k['capacity'] for k in eventful.budget_knobs(kw)
+            if frame_macs(k['capacity']) <= budget * dense_macs]
     r = n if budget == 1.0 else max(fits or [1])
-    model = EventfulViT(**kw, capacity=r)
-    fn = jax.jit(lambda c, m=model: run_clip(m, predictor.variables, c)[0])
+    fn = eventful.clip_runner(predictor, capacity=r)
     correct, frame_correct = 0, 0
-    for i in range(0, len(x), 100):
-      logits = np.asarray(fn(jnp.asarray(x[i:i + 100])))       # [b, T, classes]
+    for i in range(0, len(clips), 100):
+      logits = np.asarray(fn(clips[i:i + 100]))                 # [b, T, classes]
       correct += int((logits.mean(1).argmax(-1) == labels[i:i + 100]).sum())
       frame_correct += int((logits.argmax(-1) == labels[i:i + 100, None]).sum())
-    macs = ev_flops.eventful_macs(model, channels=predictor.channels)['total']
+    macs = frame_macs(r)
     rows.append({'budget': budget, 'capacity': r, 'tokens': n, 'mac_fraction': macs / dense_macs,
-                 'clip_accuracy': 100 * correct / len(x),
-                 'frame_accuracy': 100 * frame_correct / (len(x) * x.shape[1])})
+                 'clip_accuracy': 100 * correct / len(clips),
+                 'frame_accuracy': 100 * frame_correct / (len(clips) * clips.shape[1])})
     log(f'Eventful r={r}: clip accuracy {rows[-1]["clip_accuracy"]:.2f} %')
   json.dump(rows, open(cache, 'w'), indent=1)
   return rows
@@ -357,14 +326,14 @@ def speed(settings: Settings, plan: list[tuple[str, float]]) -> dict:
   dense = macs(base, 3)
   vtp_fractions = [(float(r), macs(vtp_model(base, r), 3) / dense)
                    for r in np.linspace(0.0, 0.95, 96)]
-  for method, budget in plan:
-    if method == 'vtp':
+  for key, budget in plan:
+    if ROWS[key][1].recipe is None:  # a pruned model: the same rate in every layer
       c = vtp_model(base, closest(vtp_fractions, budget)[0])
     else:
-      fields, _ = solve(base, method, budget, 3)
-      c = with_fields(method_model(base, method), fields)
-    models[(method, budget)] = methods.build(c)
-  fracs = {k: flops.model_macs(m, 3)['total'] / dense for k, m in models.items()}
+      knob, _ = solve(base, key, budget, 3)
+      c = method_model(base, key, knob)
+    models[(key, budget)] = methods.build(c)
+  fracs = {k: methods.macs(m, 3)['total'] / dense for k, m in models.items()}
   results = {k: [None, None, fracs[k]] for k in models}
   n_dev = jax.local_device_count()
   variables = {key: jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))
@@ -395,9 +364,10 @@ def speed(settings: Settings, plan: list[tuple[str, float]]) -> dict:
 
 # ----------------------------------------------------------------------------- report
 
-COLOURS = {'dense': (0, 0, 0), 'dynamic_vit': (31, 119, 180), 'static': (148, 103, 189),
-           'pooled_vit': (140, 86, 75), 'token_learner': (44, 160, 44), 'vtp': (214, 39, 40),
-           'tome': (255, 127, 14), 'evit': (23, 190, 207)}
+PALETTE = ((31, 119, 180), (148, 103, 189), (140, 86, 75), (44, 160, 44), (214, 39, 40),
+           (255, 127, 14), (23, 190, 207), (227, 119, 194), (188, 189, 34), (127, 127, 127))
+# Dense in black, then every line of the registry in its order.
+COLOURS = {'dense': (0, 0, 0), **{k: PALETTE[i % len(PALETTE)] for i, k in enumerate(ROWS)}}
 
 
 def pareto_plot(rows: list[dict], path: str) -> None:
@@ -447,7 +417,7 @@ def pareto_plot(rows: list[dict], path: str) -> None:
     d.text((x0 + 8, 30), ylabel, fill=(0, 0, 0))
 
   acc_lines, speed_lines, xs, ys, sx, sy = [], [], [], [], [], []
-  for method in ['dense'] + list(TRAINED):
+  for method in ['dense'] + list(ROWS):
     for shelf in (False, True):
       pts = [(r['mac_fraction'], r['accuracy']) for r in rows
              if r['method'] == method and r['off_the_shelf'] == shelf]
@@ -467,8 +437,8 @@ def pareto_plot(rows: list[dict], path: str) -> None:
     panel(w, 'measured speed-up, batch 32, vs MAC reduction (grey: y = x)', sx, sy, speed_lines,
           'dense MACs / method MACs', 'speed-up', diagonal=True)
   y = h + 20
-  for i, method in enumerate(['dense'] + list(TRAINED)):
-    label = 'dense (+ same epochs)' if method == 'dense' else TRAINED[method][0]
+  for i, method in enumerate(['dense'] + list(ROWS)):
+    label = 'dense (+ same epochs)' if method == 'dense' else ROWS[method][1].label
     x = 20 + (i % 4) * 270
     yy = y + (i // 4) * 22
     d.rectangle([x, yy + 3, x + 18, yy + 9], fill=COLOURS[method])
@@ -531,37 +501,38 @@ def run(settings: Settings) -> str:
   rows = []
   dense_ref = train(from_teacher(settings, teacher_dir), os.path.join(settings.root, 'dense'),
                     'dense + same epochs')
-  dense_macs = flops.model_macs(methods.build(model_cfg), channels)['total']
+  dense_macs = methods.macs(methods.build(model_cfg), channels)['total']
   rows.append(dict(method='dense', label='dense + same training', setting='all tokens',
                    off_the_shelf=False, budget=1.0, accuracy=100 * dense_ref['accuracy'],
                    vs_dense=0.0, mmacs=dense_macs / 1e6, mac_fraction=1.0))
-  plan = [(method, budget) for method in TRAINED for budget in settings.budgets]
-  vtp_results = run_vtp(settings, teacher_dir, list(settings.budgets), channels)
-  for method, budget in plan:
-    label = TRAINED[method][0]
-    if method == 'vtp':
-      result, rate, frac = vtp_results[budget]
+  plan = [(key, budget) for key in ROWS for budget in settings.budgets]
+  staged = {key: STAGED[key](settings, teacher_dir, list(settings.budgets), channels)
+            for key, (_, variant) in ROWS.items() if variant.recipe is None}
+  for key, budget in plan:
+    method, variant = ROWS[key]
+    label = variant.label
+    if key in staged:
+      result, rate, frac = staged[key][budget]
       setting = f'rate {rate:.2f}'
     else:
-      fields, frac = solve(model_cfg, method, budget, channels)
-      setting = ', '.join(f'{k.split(".")[-1]}={v}' for k, v in fields.items()
-                          if k != 'prune_layers')
-      result = train(row_config(settings, method, fields, teacher_dir),
-                     os.path.join(settings.root, f'{method}_{budget}'), f'{label} at {budget}')
-      if method in OFF_THE_SHELF:
-        spec = f'{method}:' + ','.join(f'{k.split(".")[-1]}={v}' for k, v in fields.items())
-        shelf_file = os.path.join(settings.root, f'{method}_{budget}_off_the_shelf.json')
+      knob, frac = solve(model_cfg, key, budget, channels)
+      setting = ', '.join(f'{k}={v}' for k, v in knob.items() if k != 'prune_layers')
+      result = train(row_config(settings, key, knob, teacher_dir),
+                     os.path.join(settings.root, f'{key}_{budget}'), f'{label} at {budget}')
+      if method.training_free:
+        spec = f'{method.name}:' + ','.join(f'{k}={v}' for k, v in knob.items())
+        shelf_file = os.path.join(settings.root, f'{key}_{budget}_off_the_shelf.json')
         if not os.path.exists(shelf_file):
           log(f'{label} at {budget}, off the shelf: evaluating the teacher with --method {spec}')
           shelf = evaluate.evaluate(teacher_dir, timing_iters=1, method=spec)
           json.dump({'accuracy': shelf['accuracy'], 'examples': shelf['examples']},
                     open(shelf_file, 'w'))
         shelf = json.load(open(shelf_file))
-        rows.append(dict(method=method, label=f'{label}, off the shelf', setting=setting,
+        rows.append(dict(method=key, label=f'{label}, off the shelf', setting=setting,
                          off_the_shelf=True, budget=budget, accuracy=100 * shelf['accuracy'],
                          vs_dense=100 * (shelf['accuracy'] - teacher_result['accuracy']),
                          mmacs=frac * dense_macs / 1e6, mac_fraction=frac))
-    rows.append(dict(method=method, label=label, setting=setting, off_the_shelf=False,
+    rows.append(dict(method=key, label=label, setting=setting, off_the_shelf=False,
                      budget=budget, accuracy=100 * result['accuracy'],
                      vs_dense=100 * (result['accuracy'] - dense_ref['accuracy']),
                      mmacs=frac * dense_macs / 1e6, mac_fraction=frac))
@@ -571,8 +542,8 @@ def run(settings: Settings) -> str:
     key = ('dense', 1.0) if r['method'] == 'dense' else (r['method'], r['budget'])
     if key in timing:
       r['speedup_b32'], r['speedup_b1'], r['speed_mac_fraction'] = timing[key]
-  rows.sort(key=lambda r: (r['method'] != 'dense', r['budget'], list(TRAINED).index(r['method'])
-                           if r['method'] in TRAINED else -1, not r['off_the_shelf']))
+  rows.sort(key=lambda r: (r['method'] != 'dense', r['budget'], list(ROWS).index(r['method'])
+                           if r['method'] in ROWS else -1, not r['off_the_shelf']))
   json.dump(rows, open(os.path.join(settings.root, 'results.json'), 'w'), indent=1)
   pareto_plot(rows, settings.plot)
   body = report(settings, rows, eventful, teacher_result, dense_ref, time.time() - start)

@@ -2,10 +2,10 @@
 the paper's two ablation baselines at the same budget.
 
     python train.py --config configs/vit/fashion_mnist_canvas.py --workdir runs/vit_fashion_mnist_canvas
-    python train.py --config configs/dynamicvit/fashion_mnist.py --workdir runs/dynamicvit_fashion_mnist
-    python train.py --config configs/dynamicvit/fashion_mnist.py:static --workdir runs/dynamicvit_static_fashion_mnist
-    python train.py --config configs/dynamicvit/fashion_mnist.py:pool --workdir runs/dynamicvit_pool_fashion_mnist
-    python train.py --config configs/dynamicvit/fashion_mnist.py:pool,full_backbone --workdir runs/dynamicvit_pool_fullbackbone_fashion_mnist
+    python train.py --config configs/dynamic_vit/fashion_mnist_canvas.py --workdir runs/dynamicvit_fashion_mnist
+    python train.py --config configs/dynamic_vit/fashion_mnist_canvas.py:static --workdir runs/dynamicvit_static_fashion_mnist
+    python train.py --config configs/dynamic_vit/fashion_mnist_canvas.py:pool --workdir runs/dynamicvit_pool_fashion_mnist
+    python train.py --config configs/dynamic_vit/fashion_mnist_canvas.py:pool,full_backbone --workdir runs/dynamicvit_pool_fullbackbone_fashion_mnist
     python benchmarks/dynamic_vit_accuracy.py
 
 Reads each work directory's final evaluation (all 10,000 test images) and writes the

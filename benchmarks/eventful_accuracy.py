@@ -15,14 +15,12 @@ from common import device_description, git_revision, table, write_section
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from tokensparse import backbone, methods
+from tokensparse import backbone, checkpoint, methods
 from tokensparse.data import moving_fashion_mnist, pipeline
 from tokensparse.methods.eventful import flops as ev_flops
 from tokensparse.methods.eventful.model import EventfulViT, run_clip
-from tokensparse.train import checkpoint
 
 
 def main():
@@ -31,10 +29,8 @@ def main():
   parser.add_argument('--clips', type=int, default=2000)
   parser.add_argument('--batch', type=int, default=200)
   args = parser.parse_args()
-  config = ml_collections.ConfigDict(checkpoint.load_config(args.workdir))
-  mngr = checkpoint.manager(args.workdir)
-  params = mngr.restore(mngr.latest_step(), args=checkpoint.ocp.args.Composite(
-      state=checkpoint.ocp.args.StandardRestore()))['state']['params']
+  config, variables, _ = checkpoint.load_variables(args.workdir)
+  params = variables['params']
   kw = backbone.backbone_kwargs(config.model)
   clips, labels = moving_fashion_mnist.load_clips(kw['image_size'], args.clips,
                                                   data_dir=config.data.data_dir)

@@ -21,7 +21,6 @@ from eventful import make_clip
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from tokensparse import functional as F
 from tokensparse.methods.eventful.model import VARIANTS, EventfulViT

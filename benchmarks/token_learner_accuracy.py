@@ -2,9 +2,9 @@
 items on a 56x56 canvas, and Moving Fashion-MNIST clips.
 
     python train.py --config configs/vit/fashion_mnist_canvas.py --workdir runs/vit_fashion_mnist_canvas
-    python train.py --config configs/tokenlearner/fashion_mnist.py --workdir runs/tokenlearner_fashion_mnist
-    python train.py --config configs/tokenlearner/moving_fashion_mnist.py --workdir runs/video_dense
-    python train.py --config configs/tokenlearner/moving_fashion_mnist.py:tl --workdir runs/video_tokenlearner
+    python train.py --config configs/token_learner/fashion_mnist_canvas.py --workdir runs/tokenlearner_fashion_mnist
+    python train.py --config configs/token_learner/moving_fashion_mnist.py --workdir runs/video_dense
+    python train.py --config configs/token_learner/moving_fashion_mnist.py:tl --workdir runs/video_tokenlearner
     python benchmarks/token_learner_accuracy.py
 
 Reads each work directory's final evaluation (every test image / clip) and writes the

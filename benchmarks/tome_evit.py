@@ -27,8 +27,7 @@ import ml_collections
 def model_config(name, variant, **fields):
   c = ml_collections.ConfigDict(dict(name=name, variant=variant, num_classes=1000,
                                      image_size=224, dtype='float32'))
-  for key, value in (methods.get(name).defaults() or {}).items():
-    c[key] = value
+  c[name] = methods.get(name).defaults()
   for key, value in fields.items():
     c[name][key] = value
   return c

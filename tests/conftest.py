@@ -4,7 +4,7 @@ import os
 # Eight emulated devices, each single-threaded: XLA's shared CPU thread pool can wedge a
 # cross-device all-reduce when several host devices compete for it on a small machine.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
-                      '--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1')
+                      '--xla_cpu_multi_thread_eigen=false')
 
 import chex  # noqa: E402
 import pytest  # noqa: E402

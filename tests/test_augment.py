@@ -5,7 +5,6 @@ import json
 
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
@@ -13,7 +12,8 @@ from tests import fake_data
 from tokensparse import losses
 from tokensparse.data import augment
 from tokensparse.data.pipeline import Data, RepeatedOrder
-from tokensparse.train import checkpoint, loop
+from tokensparse import checkpoint
+from tokensparse.train import loop
 
 
 class ScriptedRng:

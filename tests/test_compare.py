@@ -33,11 +33,9 @@ def test_knobs_hit_the_budget_by_the_mac_counter(tiny_model_config):
   cases = [(m, b) for m in ('dynamic_vit', 'static', 'evit') for b in (0.5, 0.8)]
   for method, budget in cases + [('tome', 0.8), ('pooled_vit', 0.8), ('token_learner', 0.6)]:
     fields, frac = compare.solve(tiny_model_config, method, budget, 3)
-    model = compare.methods.build(compare.with_fields(
-        compare.method_model(tiny_model_config, method), fields))
+    model = compare.methods.build(compare.method_model(tiny_model_config, method, fields))
     dense = compare.methods.build(tiny_model_config)
-    want = (compare.flops.model_macs(model, 3)['total']
-            / compare.flops.model_macs(dense, 3)['total'])
+    want = (compare.methods.macs(model, 3)['total'] / compare.methods.macs(dense, 3)['total'])
     assert abs(frac - want) < 1e-9            # the fraction reported is the counter's
     assert abs(frac - budget) < 0.1, (method, budget, fields, frac)
     if (method, budget) in cases:             # continuous knobs come close
@@ -45,14 +43,29 @@ def test_knobs_hit_the_budget_by_the_mac_counter(tiny_model_config):
   # The cheaper budget gets the cheaper setting.
   assert compare.solve(tiny_model_config, 'evit', 0.5, 3)[1] < \
       compare.solve(tiny_model_config, 'evit', 0.8, 3)[1]
-  assert compare.depth_stages(12) == (3, 6, 9) and compare.depth_stages(6) == (2, 3, 4)
+  from tokensparse.methods import dynamic_vit
+  assert dynamic_vit.depth_stages(12) == (3, 6, 9) and dynamic_vit.depth_stages(6) == (2, 3, 4)
+
+
+def test_rows_come_from_the_registry():
+  assert list(compare.ROWS)[:7] == ['dynamic_vit', 'static', 'pooled_vit', 'token_learner', 'vtp',
+                                    'tome', 'evit']
+  for key, (method, variant) in compare.ROWS.items():
+    assert compare.methods.get(method.name) is method and variant.key == key
+    assert method.budget_knobs(dict(depth=12, image_size=224, patch_size=16, classifier='token'))
+  static = compare.method_model(compare.dense_model(
+      compare.configs.from_file('vit/fashion_mnist_canvas.py').model), 'static')
+  assert static.name == 'dynamic_vit' and static.dynamic_vit.selector == 'static'
 
 
 def test_recipe_is_what_the_method_config_adds():
   dyn = compare.recipe('dynamic_vit')
-  assert dyn['model']['name'] == 'dynamic_vit' and 'dynamic_vit' in dyn
+  assert dyn['model']['name'] == 'dynamic_vit' and 'dynamic_vit' in dyn['model']
+  assert dyn['loss']['dynamic_vit']['ratio_weight'] == 2.0
   assert 'lr_groups' in dyn['optimizer']
   assert 'num_epochs' not in dyn and 'init_from' not in dyn  # the comparison sets those
+  assert compare.recipe('static')['model']['dynamic_vit']['selector'] == 'static'
+  assert compare.recipe('pooled_vit')['model']['pooled_vit'] == {'pool_layer': 3}
   assert compare.recipe('tome')['model']['name'] == 'tome'
   assert compare.recipe('vtp') == {}
 
@@ -63,9 +76,10 @@ def test_compare_runs_every_stage_and_resumes(tmp_path, capsys):
   rows = json.load(open(os.path.join(settings.root, 'results.json')))
   labels = [r['label'] for r in rows]
   assert labels[0] == 'dense + same training'
-  for method in compare.TRAINED:
-    assert any(r['method'] == method and not r['off_the_shelf'] for r in rows), method
-  assert sum(r['off_the_shelf'] for r in rows) == 2  # ToMe and EViT without training
+  for key in compare.ROWS:
+    assert any(r['method'] == key and not r['off_the_shelf'] for r in rows), key
+  free = [k for k, (m, _) in compare.ROWS.items() if m.training_free]
+  assert sum(r['off_the_shelf'] for r in rows) == len(free)  # ToMe, EViT, ATS untrained
   dense = rows[0]['accuracy']
   for r in rows:
     assert 0 < r['mac_fraction'] <= 1.0 + 1e-9

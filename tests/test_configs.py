@@ -58,7 +58,7 @@ def test_locked_config_rejects_typos():
 
 
 @pytest.mark.parametrize('path,arg', [('configs/vit/imagenet.py', 'S/16'),
-                                      ('configs/dynamicvit/deit_s_imagenet.py', ''),
+                                      ('configs/dynamic_vit/deit_s_imagenet.py', ''),
                                       ('configs/vtp/deit_b_imagenet.py', '')])
 def test_imagenet_configs_carry_deits_augmentations(path, arg):
   d = load(path, arg).data
@@ -66,3 +66,70 @@ def test_imagenet_configs_carry_deits_augmentations(path, arg):
           d.interpolation, d.augment) == ('rand-m9-mstd0.5-inc1', 0.25, 0.8, 1.0, 0.5, 3,
                                           'bicubic', 'inception_crop')
   assert load(path, arg).label_smoothing == 0.1
+
+
+@pytest.mark.parametrize('path', sorted(glob.glob('configs/*/*.py')))
+def test_config_folders_are_method_folders_and_fields_live_under_the_method(path):
+  folder = path.split('/')[1]
+  assert folder in methods.NAMES, f'{path}: configs/<folder> must be a registered method name'
+  config = load(path)
+  name = config.model.name
+  method = methods.get(name)
+  legacy = {old.split('.')[-1] for m in methods.REGISTRY.values() for old in m.legacy_fields
+            if old.startswith('model.')}
+  assert not legacy & set(config.model), f'{path}: flat method fields {legacy & set(config.model)}'
+  if method.defaults() is not None:
+    assert set(config.model[name]) == set(method.defaults())
+
+
+def test_use_method_fills_defaults_and_refuses_unknown_fields():
+  c = configs.base()
+  with c.unlocked():
+    configs.use_method(c, 'dynamic_vit', keep_ratio=0.5)
+    assert c.model.dynamic_vit.to_dict() == dict(keep_ratio=0.5, prune_layers=(3, 6, 9),
+                                                 gumbel_noise=True, selector='predictor')
+    assert c.loss.dynamic_vit.ratio_weight == 2.0
+    with pytest.raises(ValueError, match=r"model.tome.rr=3: no such field \(model.tome has inflect, "):
+      configs.use_method(c, 'tome', rr=3)
+
+
+@pytest.mark.parametrize('group,field,value,message', [
+    ('model', 'keep_ratio', 0.5,
+     'model.keep_ratio=0.5: an old-style field; it is model.dynamic_vit.keep_ratio now'),
+    ('model', 'pool_layer', 3,
+     'model.pool_layer=3: an old-style field; it is model.pooled_vit.pool_layer now'),
+    ('dynamic_vit', 'ratio_weight', 5.0,
+     'dynamic_vit.ratio_weight=5.0: an old-style field; it is loss.dynamic_vit.ratio_weight now'),
+])
+def test_old_style_fields_are_refused_in_one_line(group, field, value, message):
+  config = load('configs/dynamic_vit/fashion_mnist_canvas.py')
+  with config.unlocked():
+    if group == 'model':
+      config.model[field] = value
+    else:
+      config[group] = {field: value}
+  with pytest.raises(ValueError) as e:
+    configs.validate(config)
+  assert str(e.value) == message
+
+
+def test_unknown_method_field_is_named_with_the_known_ones():
+  config = load('configs/tome/fashion_mnist_canvas.py')
+  with config.unlocked():
+    config.model.tome.ratio = 3
+  with pytest.raises(ValueError, match=r"model.tome.ratio=3: no such field \(model.tome has "
+                                       r"inflect, prop_attn, r, trace_source\)"):
+    configs.validate(config)
+
+
+def test_saved_old_style_configs_are_migrated():
+  old = {'model': {'name': 'dynamic_vit', 'keep_ratio': 0.5, 'prune_layers': [1, 2],
+                   'width': 8},
+         'dynamic_vit': {'ratio_weight': 5.0, 'distill_weight': 0.5, 'token_weight': 0.5},
+         'vtp': {'l1_weight': 1e-3}}
+  new = configs.migrate(old)
+  assert new['model'] == {'name': 'dynamic_vit', 'width': 8,
+                          'dynamic_vit': {'keep_ratio': 0.5, 'prune_layers': [1, 2]}}
+  assert new['loss'] == {'dynamic_vit': {'ratio_weight': 5.0, 'distill_weight': 0.5,
+                                         'token_weight': 0.5}, 'vtp': {'l1_weight': 1e-3}}
+  assert 'dynamic_vit' not in new and 'vtp' not in new and old['model']['keep_ratio'] == 0.5

@@ -140,7 +140,7 @@ def test_losses_against_hand_values():
 
 def test_official_checkpoint_import(tiny_model_config):
   cfg = ml_collections.ConfigDict({**tiny_model_config.to_dict(), 'name': 'dynamic_vit',
-                                   'keep_ratio': 0.7, 'prune_layers': (1,)})
+                                   'dynamic_vit': {'keep_ratio': 0.7, 'prune_layers': (1,)}})
   rng = np.random.default_rng(0)
   sd = numpy_vit.random_timm_state_dict(rng, width=32, depth=2, num_heads=4, mlp_dim=64, patch=4,
                                         channels=3, grid=4, num_classes=5)
@@ -216,18 +216,19 @@ def test_pooling_baseline_shapes():
 
 
 @pytest.mark.parametrize('field,value,message', [
-    ('model.keep_ratio', 1.5, 'model.keep_ratio=1.5: must be in (0, 1]'),
-    ('model.prune_layers', (4, 2), 'model.prune_layers=(4, 2): must be increasing'),
-    ('model.keep_ratio', 0.01, 'every stage must keep at least one'),
+    ('keep_ratio', 1.5, 'model.dynamic_vit.keep_ratio=1.5: must be in (0, 1]'),
+    ('prune_layers', (4, 2), 'model.dynamic_vit.prune_layers=(4, 2): must be increasing'),
+    ('keep_ratio', 0.01, 'every stage must keep at least one'),
+    ('selector', 'random', "model.dynamic_vit.selector='random': expected 'predictor'"),
 ])
 def test_config_errors_name_the_field(field, value, message):
   import importlib.util
-  spec = importlib.util.spec_from_file_location('c', 'configs/dynamicvit/fashion_mnist.py')
+  spec = importlib.util.spec_from_file_location('c', 'configs/dynamic_vit/fashion_mnist_canvas.py')
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config()
   with config.unlocked():
-    config.model[field.split('.')[1]] = value
+    config.model.dynamic_vit[field] = value
   with pytest.raises(ValueError) as e:
     configs.validate(config)
   assert message in str(e.value)
@@ -235,32 +236,29 @@ def test_config_errors_name_the_field(field, value, message):
 
 def test_visualisations_blank_exactly_the_dropped_patches(tmp_path):
   from PIL import Image
-  from tokensparse import viz
+  from tokensparse import drawing
   image = np.full((8, 8, 1), 100, np.uint8)
-  out = viz.blank_dropped(image, np.array([0, 3]), patch=4)   # 2x2 grid, keep corners 0 and 3
+  out = drawing.blank_dropped(image, np.array([0, 3]), patch=4)   # 2x2 grid, keep corners 0 and 3
   assert (out[:4, :4] == 100).all() and (out[4:, 4:] == 100).all()
-  assert (out[:4, 4:] == viz.BLANK).all() and (out[4:, :4] == viz.BLANK).all()
-  viz.kept_token_grid(np.stack([image] * 3), [np.array([[0, 3]] * 3)], 4,
+  assert (out[:4, 4:] == drawing.BLANK).all() and (out[4:, :4] == drawing.BLANK).all()
+  drawing.kept_token_grid(np.stack([image] * 3), [np.array([[0, 3]] * 3)], 4,
                       str(tmp_path / 'grid.png'), scale=2)
   assert Image.open(tmp_path / 'grid.png').size == ((8 * 2 + 2) * 2, (8 + 2) * 3 * 2)
-  viz.keep_heatmaps([np.eye(2), np.ones((2, 2))], str(tmp_path / 'heat.png'))
+  drawing.keep_heatmaps([np.eye(2), np.ones((2, 2))], str(tmp_path / 'heat.png'))
   assert Image.open(tmp_path / 'heat.png').size[1] == 2 * 24 + 16
 
 
 def test_fine_tune_from_dense_workdir_freezes_backbone_in_warmup(tmp_path):
   from tests import fake_data
-  from tokensparse.train import checkpoint, loop
+  from tokensparse import checkpoint
+  from tokensparse.train import loop
   dense = fake_data.tiny_config(tmp_path, total_steps=2)
   loop.train_and_evaluate(dense, str(tmp_path / 'dense'))
 
   config = fake_data.tiny_config(tmp_path, total_steps=3, warmup_steps=3, checkpoint_every_steps=3)
   with config.unlocked():
-    config.model.name = 'dynamic_vit'
-    config.model.keep_ratio = 0.7
-    config.model.prune_layers = (1,)
-    config.model.gumbel_noise = True
-    config.dynamic_vit = ml_collections.ConfigDict(dict(ratio_weight=2.0, distill_weight=0.5,
-                                                         token_weight=0.5))
+    configs.use_method(config, 'dynamic_vit', keep_ratio=0.7, prune_layers=(1,),
+                       gumbel_noise=True)
     config.init_from.path = str(tmp_path / 'dense')
     config.optimizer.lr_groups = [('^predictor_', 1.0), ('^cls$|pos_embedding', 0.0),
                                   ('.*', 0.01, 'warmup')]
@@ -272,6 +270,10 @@ def test_fine_tune_from_dense_workdir_freezes_backbone_in_warmup(tmp_path):
     return mngr.restore(step, args=checkpoint.ocp.args.Composite(
         state=checkpoint.ocp.args.StandardRestore()))['state']
   before, after = restored(str(tmp_path / 'dense'), 2), restored(str(tmp_path / 'dvit'), 3)
+  saved = checkpoint.load_config(str(tmp_path / 'dvit'))
+  assert saved['model']['dynamic_vit']['keep_ratio'] == 0.7   # the complete config is saved
+  assert saved['loss']['dynamic_vit'] == {'ratio_weight': 2.0, 'distill_weight': 0.5,
+                                          'token_weight': 0.5}
   for key in ('cls', 'embedding', 'Transformer', 'head'):
     jax.tree.map(np.testing.assert_array_equal, after['params'][key], before['params'][key])
     jax.tree.map(np.testing.assert_array_equal, after['frozen']['teacher'][key],
@@ -290,9 +292,9 @@ def test_token_distillation_covers_every_patch_token_without_a_class_token():
   from tokensparse import backbone
   cfg = ml_collections.ConfigDict(dict(
       model=dict(name='dynamic_vit', num_classes=5, image_size=16, patch_size=4, width=32,
-                 depth=2, num_heads=4, mlp_dim=64, classifier='gap', keep_ratio=0.5,
-                 prune_layers=(1,), gumbel_noise=False, dtype='float32'),
-      dynamic_vit=dict(ratio_weight=0.0, distill_weight=0.0, token_weight=1.0),
+                 depth=2, num_heads=4, mlp_dim=64, classifier='gap', dtype='float32',
+                 dynamic_vit=dict(keep_ratio=0.5, prune_layers=(1,), gumbel_noise=False)),
+      loss=dict(dynamic_vit=dict(ratio_weight=0.0, distill_weight=0.0, token_weight=1.0)),
       label_smoothing=0.0, init_from=dict(path='dense')))
   model = methods.build(cfg.model)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))

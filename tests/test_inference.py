@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tokensparse import backbone, evaluate, export, inference, methods
+from tokensparse import backbone, configs, evaluate, export, inference, methods
 from tokensparse.methods.eventful.export import export_eventful_step
 from tokensparse.methods.eventful.model import EventfulViT
 from tokensparse.methods.vtp.model import prune
@@ -79,7 +79,7 @@ def _predictor(tmp_path, **model):
 def _dynamic(tmp_path):
   config = fake_data.tiny_config(tmp_path)
   with config.unlocked():
-    config.model.update(name='dynamic_vit', keep_ratio=0.7, prune_layers=(1,))
+    configs.use_method(config, 'dynamic_vit', keep_ratio=0.7, prune_layers=(1,))
   m = methods.build(config.model)
   v = m.init({'params': jax.random.PRNGKey(0), 'gumbel': jax.random.PRNGKey(1)},
              jnp.zeros((1, 28, 28, 1)), train=True)
@@ -140,8 +140,8 @@ def test_exported_eventful_step_matches(tmp_path):
 def test_clip_runner_refuses_non_image_models(tmp_path):
   with pytest.raises(ValueError, match="Eventful runs a per-frame image ViT; this model is "
                                        "'token_learner'"):
-    _token_learner(tmp_path).clip_runner(4)
-  runner = _predictor(tmp_path).clip_runner(5)
+    methods.get('eventful').clip_runner(_token_learner(tmp_path), 4)
+  runner = methods.get('eventful').clip_runner(_predictor(tmp_path), 5)
   clips = np.zeros((2, 3, 28, 28, 1), np.uint8)
   assert runner(clips).shape == (2, 3, 10)
   with pytest.raises(ValueError, match=r'clips have shape \(2, 28, 28, 1\)'):

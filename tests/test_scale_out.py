@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tokensparse.train import checkpoint, lock, loop
+from tokensparse import checkpoint
+from tokensparse.train import lock, loop
 from tests import fake_data
 from tests.cli_runs import (assert_trees_close, env, final_params, kill_and_resume, partial_saves,
                             train_cmd, write_config)

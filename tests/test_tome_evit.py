@@ -20,9 +20,8 @@ def model_config(name='vit', distilled=False, classifier='token', **fields):
       name=name, variant=None, num_classes=5, image_size=24, patch_size=4, width=32, depth=3,
       num_heads=4, mlp_dim=64, distilled=distilled, classifier=classifier, dropout=0.0,
       droppath=0.0, dtype='float32'))
-  defaults = methods.get(name).defaults()
-  for key, value in (defaults.items() if defaults is not None else ()):
-    c[key] = value
+  if methods.get(name).defaults() is not None:
+    c[name] = methods.get(name).defaults()
   fake_data.set_fields(c, fields)
   return c
 
@@ -204,7 +203,7 @@ def test_both_jit_once_and_train(tmp_path):
   for name, fields in (('tome', {'r': 3}), ('evit', {'keep_rate': 0.5, 'layers': (1,)})):
     config = fake_data.tiny_config(tmp_path, **{'model.name': name})
     with config.unlocked():
-      config.model[name] = methods.get(name).defaults()[name]
+      config.model[name] = methods.get(name).defaults()
       config.model[name].update(fields)
     result = loop.train_and_evaluate(config, str(tmp_path / name))
     assert result['count'] == 37
@@ -238,7 +237,7 @@ def test_bad_setting_writes_nothing(tmp_path):
   from tokensparse.train import loop
   config = fake_data.tiny_config(tmp_path, **{'model.name': 'tome'})
   with config.unlocked():
-    config.model.tome = methods.get('tome').defaults().tome
+    config.model.tome = methods.get('tome').defaults()
     config.model.tome.r = 9
   with pytest.raises(ValueError, match='model.tome.r=9'):
     loop.train_and_evaluate(config, str(tmp_path / 'run'))

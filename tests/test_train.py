@@ -12,7 +12,8 @@ import pytest
 
 from tokensparse import configs, methods
 from tokensparse.data import Data
-from tokensparse.train import checkpoint, loop, steps
+from tokensparse import checkpoint, objectives
+from tokensparse.train import loop, steps
 from tests import fake_data
 
 
@@ -26,7 +27,7 @@ def _sgd_setup(tiny_model_config):
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))['params']
   tx = optax.sgd(0.5)  # plain SGD: a wrong gradient scale shows directly in the update
   cfg = configs.base()
-  loss_fn = steps.classification_loss(cfg)
+  loss_fn = objectives.classification_loss(cfg)
   step = functools.partial(steps.train_step, model=model, tx=tx, loss_fn=loss_fn,
                            lr_fn=lambda s: 0.5)
   state = steps.TrainState.create(params, tx, jax.random.PRNGKey(1))
@@ -80,6 +81,44 @@ def test_checkpoint_round_trip(tiny_model_config, tmp_path):
   assert checkpoint.load_config(str(tmp_path))['optimizer']['name'] == 'adamw'
 
 
+def test_load_variables_reads_the_recorded_collections_and_old_checkpoints(tmp_path):
+  """One way to load: the collections come from the checkpoint's meta record; a checkpoint
+  written before there was one (no meta/) falls back to its config's method, and its
+  old-style config fields are moved to where they live now."""
+  import shutil
+  import ml_collections
+  scores = {'attn_0': np.ones((4, 8), np.float32)}
+  params = {'head': {'bias': np.arange(3, dtype=np.float32)}}
+  config = configs.base()
+  with config.unlocked():
+    configs.use_method(config, 'vtp')
+  mngr = checkpoint.manager(str(tmp_path / 'vtp'))
+  checkpoint.save(mngr, 3, {'step': np.int32(3), 'params': {'params': params, 'scores': scores}},
+                  config, ('params', 'scores'))
+  saved, variables, info = checkpoint.load_variables(str(tmp_path / 'vtp'))
+  assert set(variables) == {'params', 'scores'} and info == {
+      'format': 'tokensparse', 'path': str(tmp_path / 'vtp'), 'step': 3}
+  np.testing.assert_array_equal(variables['scores']['attn_0'], scores['attn_0'])
+  assert saved.model.name == 'vtp'
+
+  old = ml_collections.ConfigDict({**configs.base().to_dict(), 'dynamic_vit': {'ratio_weight': 5.0}})
+  old.model.name = 'dynamic_vit'
+  old.model.keep_ratio = 0.5
+  mngr = checkpoint.manager(str(tmp_path / 'old'))
+  checkpoint.save(mngr, 1, {'step': np.int32(1), 'params': params}, old)
+  shutil.rmtree(tmp_path / 'old' / 'checkpoints' / '1' / 'meta')   # as written before
+  saved, variables, _ = checkpoint.load_variables(str(tmp_path / 'old'))
+  assert set(variables) == {'params'}
+  np.testing.assert_array_equal(variables['params']['head']['bias'], params['head']['bias'])
+  assert saved.model.dynamic_vit.keep_ratio == 0.5 and 'keep_ratio' not in saved.model
+  assert saved.loss.dynamic_vit.ratio_weight == 5.0 and 'dynamic_vit' not in saved
+  with pytest.raises(FileNotFoundError, match='nowhere: no such work directory or checkpoint'):
+    checkpoint.load_variables(str(tmp_path / 'nowhere'))
+  with pytest.raises(ValueError, match='is a checkpoint file: pass config='):
+    open(tmp_path / 'w.npz', 'wb').close()
+    checkpoint.load_variables(str(tmp_path / 'w.npz'))
+
+
 def test_resume_equals_uninterrupted_run(tmp_path):
   config = fake_data.tiny_config(tmp_path)
   loop.train_and_evaluate(config, str(tmp_path / 'straight'))
@@ -114,7 +153,7 @@ def test_eval_counts_every_example_once(tmp_path, eval_batch_size):
   model = methods.build(config.model)
   params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)))['params']
   state = steps.TrainState.create(params, optax.sgd(0.1), jax.random.PRNGKey(0))
-  loss_fn = steps.classification_loss(config)
+  loss_fn = objectives.classification_loss(config)
   p_eval = jax.pmap(functools.partial(steps.eval_step, model=model, loss_fn=loss_fn),
                     axis_name='batch')
   result = loop.evaluate(p_eval, steps.replicate(state), data)

@@ -82,6 +82,51 @@ def test_attention_matches_numpy():
   np.testing.assert_allclose(out, np.einsum('bhnm,bmhd->bnhd', w, v), rtol=1e-5, atol=1e-6)
 
 
+def test_attention_fn_is_the_one_extension_point():
+  """The default attention function reproduces the block; a replacement sees q, k, v and the
+  scale; one that answers only some queries shrinks the residual stream to those rows."""
+  from tokensparse.backbone.layers import EncoderBlock
+  block = EncoderBlock(width=16, num_heads=2, mlp_dim=32)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 16))
+  v = block.init(jax.random.PRNGKey(1), x)
+  dense = block.apply(v, x)
+  np.testing.assert_array_equal(
+      block.apply(v, x, attention_fn=F.dot_product_attention), dense)
+  seen = {}
+
+  def spy(q, k, v, *, scale, dropout):
+    seen.update(shape=q.shape, scale=scale)
+    return F.dot_product_attention(q, k, v, scale=scale, dropout=dropout)
+  np.testing.assert_array_equal(block.apply(v, x, attention_fn=spy), dense)
+  assert seen == {'shape': (2, 5, 2, 8), 'scale': 8 ** -0.5}
+  rows = jnp.array([[0, 3], [4, 1]])
+
+  def answer_two(q, k, v, **kw):
+    out, info = F.dot_product_attention(F.gather_tokens(q, rows), k, v, **kw)
+    return out, {**info, 'rows': rows}
+  got = block.apply(v, x, attention_fn=answer_two)
+  assert got.shape == (2, 2, 16)
+  np.testing.assert_allclose(got, F.gather_tokens(dense, rows), rtol=1e-5, atol=1e-6)
+
+
+def test_run_blocks_callbacks_see_every_block_and_the_end():
+  from tokensparse.backbone.vit import ViT
+  model = ViT(num_classes=3, image_size=8, patch_size=4, width=16, depth=3, num_heads=2,
+              mlp_dim=32)
+  x = jnp.ones((1, 8, 8, 1))
+  v = model.init(jax.random.PRNGKey(0), x)
+
+  def fn(m):
+    return m.run_blocks(m.embed(x), True, [],
+                        between=lambda i, t, c: (t, c + [('between', i)]),
+                        after_attention=lambda i, t, info, c: (t, c + [('after', i)]))
+  _, carry = model.apply(v, method=fn)
+  assert carry == [('between', 0), ('after', 0), ('between', 1), ('after', 1),
+                   ('between', 2), ('after', 2), ('between', 3)]
+  logits, aux = model.apply(v, x, capture_blocks=True)
+  assert len(aux['blocks']) == 3
+
+
 def test_drop_path_keeps_expectation():
   x = jnp.ones((20000, 3))
   y = F.drop_path(x, 0.25, jax.random.PRNGKey(0))

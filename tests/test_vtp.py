@@ -10,7 +10,8 @@ from tokensparse.methods.vtp import ops as F
 from tokensparse.methods.vtp import prune as prune_cli
 from tokensparse.backbone.vit import ViT
 from tokensparse.methods.vtp.model import VTPViT, keep_masks, masked_scores, prune
-from tokensparse.train import checkpoint, loop
+from tokensparse import checkpoint
+from tokensparse.train import loop
 from tests import fake_data
 
 KW = dict(num_classes=5, image_size=16, patch_size=4, width=32, depth=3, num_heads=4, mlp_dim=64)
@@ -110,12 +111,23 @@ def test_bad_rate_is_refused():
     prune(params, scores, 1.0)
 
 
-def test_l1_weight_must_be_set():
+def test_l1_weight_defaults_to_the_papers_and_is_checked():
   c = configs.base()
   with c.unlocked():
     c.model.update(name='vtp', num_classes=10, image_size=28, patch_size=7, width=32, depth=2,
                    num_heads=4, mlp_dim=64)
-  with pytest.raises(ValueError, match='vtp.l1_weight=None: must be set'):
+  configs.validate(c)
+  assert configs.complete(c).loss.vtp.l1_weight == 1e-4
+  with c.unlocked():
+    configs.use_method(c, 'vtp')
+    c.loss.vtp.l1_weight = -1.0
+  with pytest.raises(ValueError, match=r'loss.vtp.l1_weight=-1.0: must be >= 0'):
+    configs.validate(c)
+  with c.unlocked():
+    c.loss.vtp.l1_weight = 1e-4
+    c.vtp = ml_collections.ConfigDict(dict(l1_weight=1e-3))   # the old place
+  with pytest.raises(ValueError, match=r'vtp.l1_weight=0.001: an old-style field; it is '
+                                       r'loss.vtp.l1_weight now'):
     configs.validate(c)
 
 
@@ -127,7 +139,7 @@ def test_sparsity_training_prune_and_finetune_round_trip(tmp_path, capsys):
   sparse = fake_data.tiny_config(tmp_path, **{'model.name': 'vtp',
                                               'init_from.path': str(tmp_path / 'dense')})
   with sparse.unlocked():
-    sparse.vtp = ml_collections.ConfigDict(dict(l1_weight=1e-4))
+    configs.use_method(sparse, 'vtp')
   loop.train_and_evaluate(sparse, str(tmp_path / 'sparse'))
   config, params, scores = prune_cli.load_scored(str(tmp_path / 'sparse'))
   assert any(float(np.abs(np.asarray(s) - 1).max()) > 0 for s in scores.values())  # trained
@@ -137,9 +149,8 @@ def test_sparsity_training_prune_and_finetune_round_trip(tmp_path, capsys):
   assert 'parameters' in capsys.readouterr().out
   restored = ml_collections.ConfigDict(checkpoint.load_config(out))
   assert restored.model.name == 'vit' and len(restored.model.mlp_dim) == 2
-  mngr = checkpoint.manager(out)
-  new_params = mngr.restore(0, args=checkpoint.ocp.args.Composite(
-      state=checkpoint.ocp.args.StandardRestore()))['state']['params']
+  _, variables, _ = checkpoint.load_variables(out)
+  new_params = variables['params']
   x = jax.random.normal(jax.random.PRNGKey(0), (4, 28, 28, 1))
   got = methods.build(restored.model).apply({'params': new_params}, x)[0]
   want = methods.build(config.model).apply(

@@ -1,19 +1,29 @@
 """Config defaults shared by every experiment, and validation that names the bad field.
 
-Experiment files in `configs/<method>/<dataset>.py` start from `base()`, set what differs and
-return `config.lock()`, so a mistyped field fails instead of silently doing nothing.
+Experiment files in `configs/<method>/<dataset>.py` start from `base()`, choose a method with
+`use_method(config, name, **fields)`, set what differs and return `config.lock()`, so a
+mistyped field fails instead of silently doing nothing.
+
+Schema: the backbone's fields in `config.model`; a method's own fields in
+`config.model.<name>` and its loss weights in `config.loss.<name>`, defaults from the method
+(tokensparse/methods/<name>/) merged by `complete`. Fields of the older flat schema (e.g.
+`model.keep_ratio`, `config.vtp`) are refused in one line naming their new place; configs
+saved in old work directories are moved to the new places when read (`migrate`).
 """
 from __future__ import annotations
 
 import difflib
 import glob
 import importlib.util
+import json
 import os
 
 import ml_collections
 from ml_collections import config_dict
 
-from tokensparse import backbone
+from tokensparse import backbone, methods
+from tokensparse.data import augment
+from tokensparse.fields import fail
 
 
 def base() -> ml_collections.ConfigDict:
@@ -68,6 +78,86 @@ def base() -> ml_collections.ConfigDict:
   # init; model_fields: model fields taken from a work directory's saved config (e.g. the
   # per-layer widths of a pruned model), so a config need not read the checkpoint itself.
   c.init_from = ml_collections.ConfigDict(dict(path='', skip=(), model_fields=()))
+  # Loss weights of the method's own terms: loss.<method name>.<weight> (see use_method).
+  c.loss = ml_collections.ConfigDict()
+  return c
+
+
+def use_method(c: ml_collections.ConfigDict, name: str, **fields) -> ml_collections.ConfigDict:
+  """Make `c` (unlocked) a config of method `name`: model.name, model.<name> and loss.<name>
+  from the method's defaults, then `fields` set on model.<name>. Returns `c`."""
+  method = methods.get(name)
+  c.model.name = name
+  defaults, loss = method.defaults(), method.loss_defaults()
+  if defaults is not None:
+    c.model[name] = defaults
+    for key, value in fields.items():
+      if key not in defaults:
+        fail(f'model.{name}.{key}', value, f'no such field (model.{name} has '
+             f'{", ".join(defaults)})')
+      c.model[name][key] = value
+  elif fields:
+    fail(f'model.{name}', fields, 'this method has no model fields')
+  if loss is not None:
+    if 'loss' not in c:
+      c.loss = ml_collections.ConfigDict()
+    c.loss[name] = loss
+  return c
+
+
+def _legacy_fields() -> dict[str, str]:
+  return {old: new for m in methods.REGISTRY.values() for old, new in m.legacy_fields.items()}
+
+
+def migrate(d: dict) -> dict:
+  """A saved config (plain dict) with old-style fields moved to where they live now (for work
+  directories written before the model.<name> / loss.<name> schema)."""
+  d = json.loads(json.dumps(d))
+  for old, new in _legacy_fields().items():
+    *parents, leaf = old.split('.')
+    node = d
+    for key in parents:
+      node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or leaf not in node:
+      continue
+    value = node.pop(leaf)
+    *parents, leaf = new.split('.')
+    target = d
+    for key in parents:
+      target = target.setdefault(key, {})
+    target.setdefault(leaf, value)
+  for top in {old.split('.')[0] for old in _legacy_fields()}:
+    if top in d and d[top] == {}:
+      del d[top]
+  return d
+
+
+def check_legacy(config) -> None:
+  """Raise ValueError naming the first field of the older flat schema set in `config`."""
+  for old, new in _legacy_fields().items():
+    node = config
+    for key in old.split('.'):
+      node = node.get(key) if isinstance(node, (dict, ml_collections.ConfigDict)) else None
+      if node is None:
+        break
+    if node is not None:
+      raise ValueError(f'{old}={node!r}: an old-style field; it is {new} now')
+
+
+def complete(config) -> ml_collections.ConfigDict:
+  """A copy of `config` with the named method's model.<name> and loss.<name> groups present
+  and their missing fields set to the method's defaults."""
+  d = config.to_dict()
+  c = ml_collections.ConfigDict(d)
+  name = c.model.get('name', 'vit')
+  method = methods.get(name)
+  with c.unlocked():
+    if method.defaults() is not None:
+      c.model[name] = method.fields(c.model)
+    if method.loss_defaults() is not None:
+      if 'loss' not in c:
+        c.loss = ml_collections.ConfigDict()
+      c.loss[name] = method.loss_fields(c)
   return c
 
 
@@ -146,16 +236,22 @@ def parse_options(arg: str, known: tuple[str, ...] | None = None,
   return options
 
 
-def _fail(field: str, value, why: str):
-  raise ValueError(f'{field}={value!r}: {why}')
-
-
 def validate_model(config) -> dict:
   """Raise ValueError naming the first model field (backbone, then the method's own) that
   cannot work; return the backbone kwargs."""
-  from tokensparse import methods  # pylint: disable=g-import-not-at-top
+  check_legacy(config)
   kw = backbone.validate(config.model)
-  methods.get(config.model.get('name', 'vit')).validate(config, kw)
+  method = methods.get(config.model.get('name', 'vit'))
+  for group, defaults in ((f'model.{method.name}', method.defaults()),
+                          (f'loss.{method.name}', method.loss_defaults())):
+    top, name = group.split('.')
+    given = (config.get(top) or {}).get(name) or {}
+    unknown = [k for k in given if defaults is None or k not in defaults]
+    if unknown:
+      fail(f'{group}.{unknown[0]}', given[unknown[0]],
+           'no such field' + (f' ({group} has {", ".join(defaults)})' if defaults is not None
+                              else f' ({method.name} has no {group} fields)'))
+  method.validate(config, kw)
   return kw
 
 
@@ -163,23 +259,22 @@ def validate(config) -> None:
   """Raise ValueError naming the first field whose value cannot work."""
   validate_model(config)
   if config.batch_size <= 0:
-    _fail('batch_size', config.batch_size, 'must be positive')
+    fail('batch_size', config.batch_size, 'must be positive')
   if config.get('total_steps', 0) <= 0 and config.num_epochs <= 0:
-    _fail('num_epochs', config.num_epochs, 'must be positive (or set total_steps)')
+    fail('num_epochs', config.num_epochs, 'must be positive (or set total_steps)')
   if not 0.0 <= config.label_smoothing < 1.0:
-    _fail('label_smoothing', config.label_smoothing, 'must be in [0, 1)')
+    fail('label_smoothing', config.label_smoothing, 'must be in [0, 1)')
   if config.log_every_steps <= 0:
-    _fail('log_every_steps', config.log_every_steps, 'must be positive')
+    fail('log_every_steps', config.log_every_steps, 'must be positive')
   if config.optimizer.lr <= 0:
-    _fail('optimizer.lr', config.optimizer.lr, 'must be positive')
+    fail('optimizer.lr', config.optimizer.lr, 'must be positive')
   for i, group in enumerate(config.optimizer.get('lr_groups') or []):
     if not 2 <= len(group) <= 3 or not isinstance(group[0], str):
-      _fail(f'optimizer.lr_groups[{i}]', group, 'expected (regex, multiplier[, freeze_steps])')
+      fail(f'optimizer.lr_groups[{i}]', group, 'expected (regex, multiplier[, freeze_steps])')
 
   d = config.data
   if len(d.mean) != len(d.std):
-    _fail('data.std', d.std, f'needs as many entries as data.mean={d.mean}')
+    fail('data.std', d.std, f'needs as many entries as data.mean={d.mean}')
   if any(s <= 0 for s in d.std):
-    _fail('data.std', d.std, 'entries must be positive')
-  from tokensparse.data import augment  # pylint: disable=g-import-not-at-top
+    fail('data.std', d.std, 'entries must be positive')
   augment.check_fields(d)

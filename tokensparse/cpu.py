@@ -16,6 +16,7 @@ def use_host_devices(count: int | None = None) -> None:
   if 'xla_force_host_platform_device_count' in flags:
     return
   count = count or os.cpu_count() or 1
+  # Eigen single-threaded per device (XLA has no other intra-op thread flag: TensorFlow's
+  # `intra_op_parallelism_threads` is unknown to it and aborts the process with `--`).
   os.environ['XLA_FLAGS'] = (f'{flags} --xla_force_host_platform_device_count={count} '
-                             '--xla_cpu_multi_thread_eigen=false '
-                             'intra_op_parallelism_threads=1').strip()
+                             '--xla_cpu_multi_thread_eigen=false').strip()

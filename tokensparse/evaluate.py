@@ -4,9 +4,10 @@
 
 Loads the latest checkpoint and config of the work directory, runs every example of the
 config's eval split through the jitted model in inference mode (pmapped over the local
-devices), counts MACs with `tokensparse.flops`, times the forward pass at the eval batch size,
-prints a summary and writes it to <workdir>/evaluation.json (with `--method NAME:...`, the
-weights run through that method, to evaluation-NAME....json).
+devices), counts MACs with the method's counter (`tokensparse.methods.macs`), times the
+forward pass at the eval batch size, prints a summary and writes it to
+<workdir>/evaluation.json (with `--method NAME:...`, the weights run through that method, to
+evaluation-NAME....json).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from tokensparse import flops, inference, methods  # noqa: E402
+from tokensparse import inference, methods  # noqa: E402
 from tokensparse.train import loop, steps  # noqa: E402
 
 
@@ -56,7 +57,7 @@ def evaluate(workdir: str, batch_size: int | None = None, timing_iters: int = 5,
     start = time.perf_counter()
     jax.block_until_ready(forward(variables, x))
     times.append(time.perf_counter() - start)
-  macs = flops.model_macs(model, predictor.channels)
+  macs = methods.macs(model, predictor.channels)
   result = {'workdir': workdir, 'model': config.model.name, 'method': method or '',
             'split': config.data.eval_split, 'examples': int(metrics['count']),
             'accuracy': metrics['accuracy'], 'gmacs_per_input': macs['total'] / 1e9,

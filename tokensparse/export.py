@@ -70,7 +70,8 @@ def main(argv=None):
   try:
     predictor = inference.load(args.workdir, method=args.method or None)
     platforms = args.platforms.split(',') if args.platforms else None
-    exported = methods.get(predictor.config.model.name).export(predictor, platforms)
+    exported = (methods.get(predictor.config.model.name).export(predictor, platforms)
+                or export_predictor(predictor, platforms))
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f'error: {e}') from None
   save(exported, args.out)

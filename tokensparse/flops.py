@@ -6,8 +6,8 @@ convention DeiT-Ti/S/B at 224 px give 1.25 / 4.60 / 17.56 GMACs.
 
 Method models count their own stages with `vit_macs(model, tokens_per_block=...)` (each
 method's `macs` in tokensparse/methods/<name>/), so every method is measured with the same
-ruler; `model_macs(model)` asks the model's method. `xla_flops` reads XLA's own count as a cross-check
-(XLA counts 2 FLOPs per MAC, plus elementwise work).
+ruler; `tokensparse.methods.macs(model)` asks the model's method. `xla_flops` reads XLA's own
+count as a cross-check (XLA counts 2 FLOPs per MAC, plus elementwise work).
 """
 from __future__ import annotations
 
@@ -72,9 +72,3 @@ def xla_flops(fn: Callable[..., Any], *args) -> float:
   if isinstance(analysis, (list, tuple)):  # older jax returns one dict per device
     analysis = analysis[0]
   return float(analysis['flops'])
-
-
-def model_macs(model, channels: int = 3) -> dict:
-  """MACs by part (with 'total') of any tokensparse model, in its inference mode."""
-  from tokensparse import methods  # pylint: disable=g-import-not-at-top
-  return methods.of(model).macs(model, channels)

@@ -8,6 +8,8 @@ H = heads, d = head dimension, D = width.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -52,6 +54,30 @@ def attention_weights(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
 def attend(weights: jax.Array, v: jax.Array) -> jax.Array:
   """Weighted sum of values. weights: [B, H, N, M], v: [B, M, H, d] -> [B, N, H, d]."""
   return heads_first(head_attend(weights, heads_first(v)))
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
+                          dropout: Callable[[jax.Array], jax.Array] | None = None,
+                          bias: jax.Array | None = None,
+                          softmax_fn: Callable[[jax.Array], jax.Array] | None = None
+                          ) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The backbone's attention function: q [B, N, H, d], k and v [B, M, H, d] ->
+  (out [B, N, H, d], info {'weights': [B, H, N, M]}).
+
+  `bias` is added to the scaled logits (broadcast to [B, H, N, M]); `softmax_fn(logits) ->
+  weights` replaces the float32 softmax; `dropout` acts on the weights. Methods pass this with
+  their own arguments, or a function of the same signature, as a block's `attention_fn`
+  (see tokensparse/backbone/layers.py). An attention function may answer only some queries:
+  it then returns out [B, K, H, d] and info['rows'] [B, K], the query positions it answered,
+  and the block keeps only those rows of its residual stream."""
+  if bias is None and softmax_fn is None:
+    w = attention_weights(q, k, scale)
+  else:
+    logits = attention_logits(q, k, scale)
+    if bias is not None:
+      logits = logits + bias.astype(logits.dtype)
+    w = (softmax_fn or softmax)(logits).astype(q.dtype)
+  return attend(w if dropout is None else dropout(w), v), {'weights': w}
 
 
 def drop_path(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:

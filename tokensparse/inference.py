@@ -8,8 +8,6 @@
 `predict` normalises pixels with the config's mean/std and runs the model in inference mode
 (DynamicViT: top-k gather; TokenLearner; pruned VTP; any backbone), compiled once per batch
 size. Inputs of the wrong size or channel count are refused with the shape the model needs.
-`predictor.clip_runner(capacity, variant)` runs clips [B, T, H, W, C] through a per-frame video
-method (the Eventful Transformer) built on the same weights (per-frame logits).
 A timm / DeiT / vit_jax file needs the model config: `load(path, config=config)`.
 `load(path, method='tome:r=8')` runs the weights through another method on the same backbone
 (the training-free ones: ToMe, EViT, the Eventful Transformer).
@@ -17,16 +15,14 @@ A timm / DeiT / vit_jax file needs the model config: `load(path, config=config)`
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from tokensparse import convert, methods
+from tokensparse import checkpoint, configs, methods
 from tokensparse.data import pipeline
-from tokensparse.train import checkpoint
 
 
 class Predictor:
@@ -69,49 +65,21 @@ class Predictor:
   def classify(self, images) -> np.ndarray:
     return np.asarray(jnp.argmax(self.predict(images), axis=-1))
 
-  def clip_runner(self, capacity: int = 0, variant: str = 'full',
-                  threshold: float | None = None) -> Callable:
-    """A jitted fn: pixel clips [B, T, H, W, C] -> per-frame logits [B, T, classes], run by the
-    registry's per-frame video method on this predictor's (image model's) weights."""
-    return methods.clip_runner(self, capacity, variant, threshold)
-
-
-def restore_variables(workdir: str) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
-  """(config, variables) from the latest checkpoint of a tokensparse work directory."""
-  mngr = checkpoint.manager(workdir, create=False)
-  if mngr.latest_step() is None:
-    raise FileNotFoundError(f'{workdir}: no checkpoint (expected {workdir}/checkpoints/<step>)')
-  config = ml_collections.ConfigDict(checkpoint.load_config(workdir))
-  state = mngr.restore(mngr.latest_step(), args=checkpoint.ocp.args.Composite(
-      state=checkpoint.ocp.args.StandardRestore()))['state']
-  params = state['params']
-  variables = params if 'params' in params and 'Transformer' not in params else {'params': params}
-  return config, variables
-
 
 def load(path: str, config=None, method: str | None = None) -> Predictor:
   """A Predictor from a tokensparse work directory, or from a timm/DeiT/vit_jax checkpoint file
   with its model/data `config` (an ml_collections ConfigDict as in configs/). `method`
   ('name:key=value,...') runs the weights through that method instead (same backbone)."""
-  if os.path.isdir(path):
-    config_, variables = restore_variables(path)
-    config = config or config_
-    if method:
-      config = methods.retarget(config, method)
-      from tokensparse import configs  # pylint: disable=g-import-not-at-top
-      configs.validate_model(config)
-    return Predictor(config, variables)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path}: no such work directory or checkpoint file')
-  if config is None:
-    raise ValueError(f'{path} is a checkpoint file: pass config= (model and data fields) to '
-                     'say which architecture it holds')
+  saved, variables, info = checkpoint.load_variables(path, config)
+  if os.path.isdir(path) and config is not None:
+    saved = config
   if method:
-    config = methods.retarget(config, method)
-  params, info = convert.load_checkpoint(path, config)
-  if 'mean' in info and config.data.get('mean') is None:
-    config.data.mean, config.data.std = info['mean'], info['std']
-  return Predictor(config, {'params': params})
+    saved = methods.retarget(saved, method)
+  saved = configs.complete(saved)
+  configs.validate_model(saved)
+  if 'mean' in info and saved.data.get('mean') is None:
+    saved.data.mean, saved.data.std = info['mean'], info['std']
+  return Predictor(saved, variables)
 
 
 def data_for(config) -> pipeline.Data:

@@ -8,16 +8,14 @@ reorganising blocks default to the paper's 4th, 7th and 10th of 12 scaled to the
 (1, 3, 4); each keeps ceil(keep_rate * n) of its n patch tokens and fuses the rest into one.
 Arguments: `keep_rate=R` (default 0.7), `layers=1/3/4`, `runlocal`.
 """
-from tokensparse import configs, methods
+from tokensparse import configs
 
 
 def get_config(arg: str = ''):
   options = configs.parse_options(arg, known=('keep_rate', 'layers', 'runlocal'))
   c = configs.from_file('vit/fashion_mnist_canvas.py', 'runlocal' if 'runlocal' in options else '')
   with c.unlocked():
-    c.model.name = 'evit'
-    c.model.evit = methods.get('evit').defaults().evit
-    c.model.evit.keep_rate = float(options.get('keep_rate', 0.7))
+    configs.use_method(c, 'evit', keep_rate=float(options.get('keep_rate', 0.7)))
     if 'layers' in options:
       c.model.evit.layers = tuple(int(v) for v in options['layers'].split('/'))
     c.init_from.path = 'runs/vit_fashion_mnist_canvas'

@@ -9,17 +9,15 @@ enter block 0, r are merged in each of the 6 blocks (r <= 10 fits: the last bloc
 enough tokens). Arguments: `r=N` (default 6), `inflect=-0.5` (ToMe's decreasing schedule),
 `runlocal`.
 """
-from tokensparse import configs, methods
+from tokensparse import configs
 
 
 def get_config(arg: str = ''):
   options = configs.parse_options(arg, known=('r', 'inflect', 'runlocal'))
   c = configs.from_file('vit/fashion_mnist_canvas.py', 'runlocal' if 'runlocal' in options else '')
   with c.unlocked():
-    c.model.name = 'tome'
-    c.model.tome = methods.get('tome').defaults().tome
-    c.model.tome.r = int(options.get('r', 6))
-    c.model.tome.inflect = float(options.get('inflect', 0.0))
+    configs.use_method(c, 'tome', r=int(options.get('r', 6)),
+                       inflect=float(options.get('inflect', 0.0)))
     c.init_from.path = 'runs/vit_fashion_mnist_canvas'
     c.num_epochs = 1
   return c.lock()

@@ -5,7 +5,7 @@
 Each 28x28 item sits at a random position on a black 56x56 canvas (cluttered-MNIST style): with
 patch 7 that is 64 patch tokens of which about 16-25 hold the item, so dropping tokens can pay.
 It starts from the default run's checkpoint (`runs/vit_fashion_mnist`, position embedding
-resampled from 4x4 to 8x8) and is the dense teacher of configs/dynamicvit/fashion_mnist.py.
+resampled from 4x4 to 8x8) and is the dense teacher of configs/dynamic_vit/fashion_mnist_canvas.py.
 """
 from tokensparse import configs
 

@@ -16,8 +16,6 @@ no penalty during fine-tuning. The epoch counts (30 + 30) and the fine-tuning lr
 config's choice: the reference notes give the method, not the schedule. Paper: 20 % pruned
 -0.5 points, 40 % pruned 81.8 -> 80.7 % (86.4 -> 48.0 M parameters, 17.6 -> 10.0 GFLOPs).
 """
-import ml_collections
-
 from tokensparse import configs
 
 
@@ -35,6 +33,6 @@ def get_config(arg: str = ''):
       c.init_from.model_fields = ('head_dim', 'mlp_dim', 'attn_scale')  # the pruned widths
       c.optimizer.lr = 1e-4
     else:
-      c.model.name = 'vtp'
-      c.vtp = ml_collections.ConfigDict(dict(l1_weight=1e-4))
+      configs.use_method(c, 'vtp')
+      c.loss.vtp.l1_weight = 1e-4
   return c.lock()

@@ -13,8 +13,6 @@
    widths from runs/vtp_pruned{100R}_fashion_mnist. `continue` instead trains the dense model
    4 more epochs with the same recipe: the baseline with the same extra training.
 """
-import ml_collections
-
 from tokensparse import configs
 
 
@@ -36,6 +34,6 @@ def get_config(arg: str = ''):
     elif 'continue' in options:
       c.num_epochs = 4
     else:
-      c.model.name = 'vtp'
-      c.vtp = ml_collections.ConfigDict(dict(l1_weight=float(options.get('l1', 1e-4))))
+      configs.use_method(c, 'vtp')
+      c.loss.vtp.l1_weight = float(options.get('l1', 1e-4))
   return c.lock()

@@ -13,16 +13,13 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from tokensparse.backbone.vit import VARIANTS, ViT, parse_variant, per_layer  # noqa: F401
+from tokensparse.backbone.vit import VARIANTS, ViT, check_head, parse_variant, per_layer  # noqa: F401
+from tokensparse.fields import fail
 
 # The config fields of the backbone are the ViT module's own (dtype arrives as a name).
 FIELDS = tuple(f.name for f in dataclasses.fields(ViT) if f.name not in ('parent', 'name', 'dtype'))
 REQUIRED = ('num_classes', 'image_size', 'patch_size', 'width', 'depth', 'num_heads', 'mlp_dim')
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
-
-
-def _fail(field: str, value, why: str):
-  raise ValueError(f'{field}={value!r}: {why}')
 
 
 def backbone_kwargs(model_config: Any) -> dict[str, Any]:
@@ -66,30 +63,23 @@ def dummy_input(model_config: Any, channels: int = 3) -> np.ndarray:
 def validate(m: Any) -> dict[str, Any]:
   """Raise ValueError naming the first backbone field of `m` (config.model) that cannot work;
   return the backbone kwargs."""
-  if m.get('variant') is not None:
-    name, _, patch = m.variant.partition('/')
-    if name not in VARIANTS or not patch.isdigit():
-      _fail('model.variant', m.variant, f'expected one of {sorted(VARIANTS)} + "/patch", e.g. "S/16"')
-  kw = backbone_kwargs(m)
+  kw = backbone_kwargs(m)  # names a bad model.variant or model.dtype
   for field in ('num_classes', 'image_size', 'patch_size', 'width', 'depth', 'num_heads'):
     if not isinstance(kw[field], int) or kw[field] <= 0:
-      _fail(f'model.{field}', kw[field], 'must be a positive integer')
+      fail(f'model.{field}', kw[field], 'must be a positive integer')
   if kw['image_size'] % kw['patch_size']:
-    _fail('model.image_size', kw['image_size'],
+    fail('model.image_size', kw['image_size'],
           f'not divisible by model.patch_size={kw["patch_size"]}')
   for field in ('mlp_dim', 'head_dim'):
     value = kw.get(field)
     if isinstance(value, (list, tuple)) and len(value) != kw['depth']:
-      _fail(f'model.{field}', m[field], f'needs one entry per block (model.depth={kw["depth"]})')
+      fail(f'model.{field}', m[field], f'needs one entry per block (model.depth={kw["depth"]})')
   if kw.get('head_dim') is None and kw['width'] % kw['num_heads']:
-    _fail('model.num_heads', kw['num_heads'], f'does not divide model.width={kw["width"]}')
+    fail('model.num_heads', kw['num_heads'], f'does not divide model.width={kw["width"]}')
   for field in ('dropout', 'attn_dropout', 'droppath'):
     if not 0.0 <= m.get(field, 0.0) < 1.0:
-      _fail(f'model.{field}', m[field], 'must be in [0, 1)')
-  if m.get('classifier', 'token') not in ('token', 'gap'):
-    _fail('model.classifier', m.classifier, "expected 'token' or 'gap'")
-  if m.get('distilled') and m.get('classifier', 'token') != 'token':
-    _fail('model.distilled', m.distilled, "a distillation token needs model.classifier='token'")
+      fail(f'model.{field}', m[field], 'must be in [0, 1)')
+  check_head(m.get('classifier', 'token'), m.get('distilled', False))
   if not isinstance(m.get('num_frames', 0), int) or m.get('num_frames', 0) < 0:
-    _fail('model.num_frames', m.num_frames, 'must be 0 (images) or the frames per clip')
+    fail('model.num_frames', m.num_frames, 'must be 0 (images) or the frames per clip')
   return kw

@@ -7,14 +7,14 @@ are mapped onto this scheme in `tokensparse.convert`.
 Modules are written with `setup` (not `@compact`) so method models can call their parts one
 at a time: `block.attn.qkv(y)`, `block.mlp(y)`, `block.norm1(x)`.
 
-Extension points (generic, in the spirit of Flax's `attention_fn` and timm's `block_fn`; no
-method is named here):
-  * `Attention(x, bias=, weights_fn=, qkv_fn=, with_info=)`: an additive logit bias
-    broadcast to [B, H, N, M]; a replacement for the softmax (logits -> weights); a transform
-    of the projected q, k, v; and, with `with_info`, the q/k/v and weights it used.
-  * `MlpBlock(x, hidden_fn=)`: a transform of the hidden activations after GELU.
-  * `EncoderBlock.attend(x, ...)` and `EncoderBlock.feed_forward(x, ...)`: the two residual
-    halves of a block, so a method can act on the tokens between them.
+The one extension point, in the spirit of Flax's `attention_fn` (no method is named here):
+  * `attention_fn(q, k, v, *, scale, dropout) -> (out, info)`: how a block attends, given the
+    projected q, k, v [B, N, H, d]. The default is `functional.dot_product_attention`; a method
+    passes it with a logit bias or another softmax, or wraps it (scaling q/k/v, answering only
+    some queries). The block adds 'q', 'k', 'v' to the info it returns.
+  * `hidden_fn(h) -> h`: a transform of the MLP's hidden activations after GELU.
+`EncoderBlock.attend` and `EncoderBlock.feed_forward` are the block's two residual halves;
+`ViT.run_blocks` (vit.py) runs them for every block with a method's callbacks in between.
 """
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 from tokensparse import functional as F
 
 Dtype = Any
-WeightsFn = Callable[[jax.Array], jax.Array]            # logits [B, H, N, M] -> weights
-QkvFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
+AttentionFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]  # (q, k, v, *, scale, dropout)
+HiddenFn = Callable[[jax.Array], jax.Array]                          # [B, N, mlp_dim] -> same
 LN_EPS = 1e-6  # DeiT / ViT backbone LayerNorm epsilon.
 
 
@@ -75,26 +75,17 @@ class Attention(nn.Module):
     """x: [B, N, D] -> q, k, v each [B, N, H, d]."""
     return self.query(x), self.key(x), self.value(x)
 
-  def __call__(self, x: jax.Array, deterministic: bool = True, *,
-               bias: jax.Array | None = None, weights_fn: WeightsFn | None = None,
-               qkv_fn: QkvFn | None = None, with_info: bool = False):
-    """x: [B, N, D] -> [B, N, D] (and, `with_info`, {'q', 'k', 'v': [B, N, H, d],
-    'weights': [B, H, N, N]}).
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               attention_fn: AttentionFn | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """x: [B, N, D] -> (out [B, N, D], info {'q', 'k', 'v': [B, N, H, d], 'weights': ...}).
 
-    `qkv_fn(q, k, v) -> (q, k, v)` transforms the projections; `bias` is added to the scaled
-    logits [B, H, N, N]; `weights_fn(logits) -> weights` replaces the float32 softmax."""
+    `attention_fn` replaces `functional.dot_product_attention` (see the module docstring); if
+    it answers only some queries, out is [B, K, D] and info['rows'] [B, K] says which."""
     q, k, v = self.qkv(x)
-    if qkv_fn is not None:
-      q, k, v = qkv_fn(q, k, v)
-    if bias is None and weights_fn is None:
-      w = F.attention_weights(q, k, self.softmax_scale)
-    else:
-      logits = F.attention_logits(q, k, self.softmax_scale)
-      if bias is not None:
-        logits = logits + bias.astype(logits.dtype)
-      w = (weights_fn or F.softmax)(logits).astype(q.dtype)
-    out = self.out(F.attend(self.dropout(w, deterministic=deterministic), v))
-    return (out, {'q': q, 'k': k, 'v': v, 'weights': w}) if with_info else out
+    out, info = (attention_fn or F.dot_product_attention)(
+        q, k, v, scale=self.softmax_scale,
+        dropout=lambda w: self.dropout(w, deterministic=deterministic))
+    return self.out(out), {'q': q, 'k': k, 'v': v, **info}
 
 
 class MlpBlock(nn.Module):
@@ -114,7 +105,7 @@ class MlpBlock(nn.Module):
     return self.drop(gelu(self.Dense_0(x)), deterministic=deterministic)
 
   def __call__(self, x: jax.Array, deterministic: bool = True,
-               hidden_fn: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
+               hidden_fn: HiddenFn | None = None) -> jax.Array:
     """x: [B, N, D] -> [B, N, D]; `hidden_fn` transforms the hidden activations [B, N, mlp_dim]
     after GELU and dropout."""
     h = self.hidden(x, deterministic)
@@ -166,23 +157,24 @@ class EncoderBlock(nn.Module):
     rng = None if deterministic or self.droppath == 0.0 else self.make_rng('dropout')
     return x + F.drop_path(branch, self.droppath, rng)
 
-  def attend(self, x: jax.Array, deterministic: bool = True, *, with_info: bool = False,
-             **attn_hooks):
-    """The attention half: x + Attn(LN(x)), [B, N, D] -> [B, N, D] (and the attention's info
-    with `with_info`). `attn_hooks`: `bias`, `weights_fn`, `qkv_fn` (see Attention)."""
-    out = self.attn(self.norm1(x), deterministic, with_info=with_info, **attn_hooks)
-    branch, info = out if with_info else (out, None)
-    x = self.residual(x, branch, deterministic)
-    return (x, info) if with_info else x
+  def attend(self, x: jax.Array, deterministic: bool = True,
+             attention_fn: AttentionFn | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The attention half: x + Attn(LN(x)), [B, N, D] -> ([B, N, D], the attention's info).
+    Where the attention function answered only some queries (info['rows'] [B, K]), only those
+    rows of x go on: -> [B, K, D]."""
+    branch, info = self.attn(self.norm1(x), deterministic, attention_fn)
+    if 'rows' in info:
+      x = F.gather_tokens(x, info['rows'])
+    return self.residual(x, branch, deterministic), info
 
   def feed_forward(self, x: jax.Array, deterministic: bool = True,
-                   hidden_fn: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
+                   hidden_fn: HiddenFn | None = None) -> jax.Array:
     """The MLP half: x + MLP(LN(x)), [B, N, D] -> [B, N, D]."""
     return self.residual(x, self.mlp(self.norm2(x), deterministic, hidden_fn), deterministic)
 
-  def __call__(self, x: jax.Array, deterministic: bool = True, *,
-               hidden_fn: Callable[[jax.Array], jax.Array] | None = None,
-               **attn_hooks) -> jax.Array:
-    """x: [B, N, D] -> [B, N, D]; hooks as in `attend` and `feed_forward`."""
-    return self.feed_forward(self.attend(x, deterministic, **attn_hooks), deterministic,
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               attention_fn: AttentionFn | None = None,
+               hidden_fn: HiddenFn | None = None) -> jax.Array:
+    """x: [B, N, D] -> [B, N, D] (both halves; hooks as in `attend` and `feed_forward`)."""
+    return self.feed_forward(self.attend(x, deterministic, attention_fn)[0], deterministic,
                              hidden_fn)

@@ -11,13 +11,14 @@ tokens are ordered frame by frame, so `x[:, p:].reshape(B, T, N, D)` recovers th
 
 `ViT.__call__` returns `(logits, aux)`; aux holds `tokens` (final normed tokens [B, T, D]),
 `pre_logits` ([B, D]) and, with `capture_blocks=True`, `blocks` (each block's output).
-Method models (tokensparse/methods/) subclass ViT and call the pieces themselves:
-`embed` -> their own walk over `blocks` (using the blocks' hooks, see layers.py) -> `finish`
-(final norm -> head -> aux -> float32 logits).
+Method models (tokensparse/methods/) subclass ViT and write only what differs:
+`embed` -> `run_blocks` with their callbacks (`between` blocks, `after_attention` inside a
+block, and per block the `attention_fn` / `hidden_fn` of layers.py) -> `finish` (final norm ->
+head -> aux -> float32 logits).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -44,6 +45,15 @@ def parse_variant(variant: str) -> dict[str, int]:
   return dict(width=width, depth=depth, num_heads=heads, mlp_dim=mlp, patch_size=int(patch))
 
 
+def check_head(classifier: str, distilled: bool) -> None:
+  """Raise ValueError naming model.classifier / model.distilled where they cannot work."""
+  if classifier not in ('token', 'gap'):
+    raise ValueError(f"model.classifier={classifier!r}: expected 'token' or 'gap'")
+  if distilled and classifier != 'token':
+    raise ValueError(f"model.distilled={distilled!r}: a distillation token needs "
+                     "model.classifier='token'")
+
+
 def per_layer(value: int | Sequence[int] | None, i: int):
   """A width that is either one int for all layers or a sequence with one entry per layer."""
   if value is None or isinstance(value, int):
@@ -52,16 +62,13 @@ def per_layer(value: int | Sequence[int] | None, i: int):
 
 
 class AddPositionEmbs(nn.Module):
-  """Learned position embedding `pos_embedding` [1, T, D] added to the tokens."""
+  """Holds the learned position embedding `pos_embedding` [1, T, D] (read by `ViT.embed`)."""
   num_tokens: int
   width: int
 
   def setup(self):
     self.pos_embedding = self.param('pos_embedding', nn.initializers.normal(stddev=0.02),
                                     (1, self.num_tokens, self.width))
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return x + self.pos_embedding.astype(x.dtype)
 
 
 class Encoder(nn.Module):
@@ -92,11 +99,6 @@ class Encoder(nn.Module):
   @property
   def blocks(self) -> tuple[layers.EncoderBlock, ...]:
     return tuple(getattr(self, f'encoderblock_{i}') for i in range(self.depth))
-
-  def __call__(self, x, deterministic=True):
-    for block in self.blocks:
-      x = block(x, deterministic)
-    return self.encoder_norm(x)
 
 
 class ViT(nn.Module):
@@ -138,10 +140,7 @@ class ViT(nn.Module):
     return max(self.num_frames, 1)
 
   def setup(self):
-    if self.classifier not in ('token', 'gap'):
-      raise ValueError(f"model.classifier={self.classifier!r}: expected 'token' or 'gap'")
-    if self.distilled and self.classifier != 'token':
-      raise ValueError("model.distilled=True needs model.classifier='token'")
+    check_head(self.classifier, self.distilled)
     p = self.patch_size
     self.embedding = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID',
                              dtype=self.dtype)
@@ -224,13 +223,37 @@ class ViT(nn.Module):
     aux.update(head_aux, tokens=tokens)
     return logits.astype(jnp.float32), aux
 
+  def run_blocks(self, x: jax.Array, deterministic: bool = True, carry: Any = None, *,
+                 between: Callable | None = None, after_attention: Callable | None = None,
+                 attention_fn: Callable | None = None, hidden_fn: Callable | None = None):
+    """Every block on the tokens x [B, T, D]; a method passes only the callbacks it needs:
+
+        between(i, x, carry) -> (x, carry)           before block i; i = depth after the last
+        after_attention(i, x, info, carry) -> (x, carry)   between block i's two halves, with
+                                                     the attention's info (q, k, v, weights)
+        attention_fn(i, carry) -> attention function of block i, or None (the default)
+        hidden_fn(i, carry) -> MLP hidden transform of block i, or None
+
+    `carry` is whatever the method threads through (masks, sizes, positions); the token count
+    may change anywhere. Returns (x, carry)."""
+    for i, block in enumerate(self.blocks):
+      if between is not None:
+        x, carry = between(i, x, carry)
+      fn = attention_fn(i, carry) if attention_fn is not None else None
+      x, info = block.attend(x, deterministic, fn)
+      if after_attention is not None:
+        x, carry = after_attention(i, x, info, carry)
+      x = block.feed_forward(x, deterministic,
+                             hidden_fn(i, carry) if hidden_fn is not None else None)
+    if between is not None:
+      x, carry = between(self.depth, x, carry)
+    return x, carry
+
   def __call__(self, images: jax.Array, train: bool = False,
                capture_blocks: bool = False) -> tuple[jax.Array, dict[str, Any]]:
-    deterministic = not train
-    x = self.embed(images, deterministic)
-    outs = []
-    for block in self.blocks:
-      x = block(x, deterministic)
-      if capture_blocks:
-        outs.append(x)
+    def capture(i, x, outs):
+      return x, outs + [x] if i else outs
+
+    x, outs = self.run_blocks(self.embed(images, not train), not train, [],
+                              between=capture if capture_blocks else None)
     return self.finish(x, {'blocks': outs} if capture_blocks else {})

@@ -2,26 +2,26 @@
 
 Each method is a folder `tokensparse/methods/<name>/` exposing `METHODS`, a tuple of `Method`
 objects (base.py says what they provide). The trainer, inference, evaluate, export, viz,
-flops and convert go through `get(name)` / `of(model)` and never test a name themselves.
-To add a method: write its folder and add it to `_PACKAGES`.
+convert and the benchmarks go through `get(name)` / `of(model)` and never test a name
+themselves. To add a method: write its folder and add it to `_PACKAGES`.
 
     from tokensparse import methods
     model = methods.build(config.model)            # the Flax module
     methods.get(config.model.name).loss_fn(config)  # its training objective
+    methods.macs(model)                             # its MACs by part, in inference mode
 """
 from __future__ import annotations
 
 from typing import Any
 
-from tokensparse.methods import dense, dynamic_vit, eventful, evit, token_learner, tome, vtp
-from tokensparse.methods.base import Method  # noqa: F401
+import ml_collections
 
-_PACKAGES = (dense, dynamic_vit, token_learner, vtp, eventful, tome, evit)
+from tokensparse.methods import dynamic_vit, eventful, evit, token_learner, tome, vit, vtp
+from tokensparse.methods.base import Method, Variant  # noqa: F401  (re-exported)
+
+_PACKAGES = (vit, dynamic_vit, token_learner, vtp, eventful, tome, evit)
 REGISTRY: dict[str, Method] = {m.name: m for p in _PACKAGES for m in p.METHODS}
 NAMES = tuple(REGISTRY)
-
-# Entry points some tools offer on any per-frame image model (see inference.Predictor).
-clip_runner = eventful.clip_runner
 
 
 def get(name: str) -> Method:
@@ -44,6 +44,11 @@ def build(model_config: Any):
   return get(model_config.get('name', 'vit')).build(model_config)
 
 
+def macs(model, channels: int = 3) -> dict[str, int]:
+  """MACs by part (with 'total') of any tokensparse model, in its inference mode."""
+  return of(model).macs(model, channels)
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
   """'eventful:capacity=16,variant=full' -> ('eventful', {'capacity': '16', 'variant': 'full'})."""
   name, _, rest = spec.partition(':')
@@ -61,14 +66,12 @@ def retarget(config, spec: str):
   """A copy of `config` whose model is the method of `spec` ('name:key=value,...') on the same
   backbone: runs a trained model's weights through another method (for example the Eventful
   Transformer or ToMe on a dense checkpoint)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
   name, options = parse_spec(spec)
   config = ml_collections.ConfigDict(config.to_dict())
   method = get(name)
-  defaults = method.defaults()
   config.model.name = name
-  for key, value in (defaults.items() if defaults is not None else ()):
-    if key not in config.model:
-      config.model[key] = value
+  defaults = method.defaults()
+  if defaults is not None and name not in config.model:
+    config.model[name] = defaults
   method.apply_options(config.model, options)
   return config

@@ -3,38 +3,34 @@
 A method lives in `tokensparse/methods/<name>/` (model, pure ops, loss terms, MAC counting,
 figures, checkpoint-import rules, config defaults and validation) and registers one `Method`
 object in `tokensparse/methods/__init__.py`. The trainer, inference, evaluate, export, viz,
-flops and convert call these hooks and never ask which method they hold. Every hook has a
-default that fits a model which is just the backbone with a different forward pass.
+convert and the benchmarks call these hooks and never ask which method they hold. Every hook
+has a default that fits a model which is just the backbone with a different forward pass.
+
+Config schema: a method's model fields live under `config.model.<name>` and its loss weights
+under `config.loss.<name>`; `defaults()` and `loss_defaults()` give their values, merged by
+`tokensparse.configs` (and by `fields` here), so a config sets only what differs.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from tokensparse import backbone
+from tokensparse import backbone, flops, objectives
+from tokensparse.fields import fail
 
 
-def fail(field: str, value, why: str):
-  """Raise the ValueError every validator uses: 'field=value: why'."""
-  raise ValueError(f'{field}={value!r}: {why}')
-
-
-def boolean(text: str) -> bool:
-  """'1', 'true', 'yes' (any case) -> True; '0', 'false', 'no' -> False."""
-  if text.lower() not in ('1', 'true', 'yes', '0', 'false', 'no'):
-    raise ValueError(f'{text!r} is not a boolean (true/false)')
-  return text.lower() in ('1', 'true', 'yes')
-
-
-def int_or_list(text: str):
-  """'8' -> 8; '3/2/1' -> [3, 2, 1] (one value per block)."""
-  return [int(v) for v in text.split('/')] if '/' in text else int(text)
-
-
-def int_tuple(text: str) -> tuple[int, ...]:
-  """'3/6/9' -> (3, 6, 9)."""
-  return tuple(int(v) for v in text.split('/') if v)
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One line of the method comparison (benchmarks/compare.py): its key and label, the model
+  fields that make it (on top of the method's defaults), and the config whose recipe fine-tunes
+  it on the canvas task ('path/under/configs.py[:argument]'; None: the method trains in stages
+  of its own, as VTP's sparsity training, pruning and fine-tuning)."""
+  key: str
+  label: str
+  recipe: str | None
+  fields: dict = dataclasses.field(default_factory=dict)
 
 
 class Method:
@@ -46,21 +42,38 @@ class Method:
   collections: tuple[str, ...] = ('params',)
   # Fields of config.model.<name> that `--method NAME:key=value` may set, with their parsers.
   options: dict[str, Callable[[str], Any]] = {}
+  # Runs on any backbone checkpoint without training (then `--method NAME` applies to it).
+  training_free: bool = False
+  # Fields that moved into this method's groups: {'old.dotted.path': 'new.dotted.path'}.
+  legacy_fields: dict[str, str] = {}
 
   # ----------------------------------------------------------------------------- config
   def defaults(self) -> ml_collections.ConfigDict | None:
-    """The method's own model fields (set under config.model.<name> or config.model), or None."""
+    """The method's own model fields (config.model.<name>) with their defaults, or None."""
     return None
 
-  def model_kwargs(self, model_config: Any) -> dict[str, Any]:
-    """Keyword arguments of `model_class` beyond the backbone's."""
-    del model_config
+  def loss_defaults(self) -> ml_collections.ConfigDict | None:
+    """The weights of the method's loss terms (config.loss.<name>), or None."""
+    return None
+
+  def fields(self, model_config: Any) -> ml_collections.ConfigDict:
+    """config.model.<name> with the defaults filled in."""
+    return merged(self.defaults(), model_config.get(self.name))
+
+  def loss_fields(self, config: Any) -> ml_collections.ConfigDict:
+    """config.loss.<name> with the defaults filled in."""
+    return merged(self.loss_defaults(), (config.get('loss') or {}).get(self.name))
+
+  def model_kwargs(self, fields: Any, kw: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of `model_class` beyond the backbone's, from the method's fields and
+    the backbone kwargs `kw`."""
+    del fields, kw
     return {}
 
   def build(self, model_config: Any):
     """The Flax module for `model_config`."""
-    return self.model_class(**backbone.backbone_kwargs(model_config),
-                            **self.model_kwargs(model_config))
+    kw = backbone.backbone_kwargs(model_config)
+    return self.model_class(**kw, **self.model_kwargs(self.fields(model_config), kw))
 
   def validate(self, config: Any, kw: dict[str, Any]) -> None:
     """Raise ValueError naming the first method field of `config` that cannot work; `kw` are
@@ -84,18 +97,28 @@ class Method:
   # ----------------------------------------------------------------------------- training
   def loss_fn(self, config: Any) -> Callable:
     """loss_fn(model, params, batch, rng, train, frozen) -> (mean loss, metric sums)."""
-    from tokensparse.train import steps  # pylint: disable=g-import-not-at-top
-    return steps.classification_loss(config)
+    return objectives.classification_loss(config)
 
   def frozen_variables(self, config: Any, params: Any) -> dict[str, Any]:
     """Variables the loss reads but never trains (a frozen teacher), from the loaded params."""
     del config, params
     return {}
 
+  # ----------------------------------------------------------------------------- comparison
+  def variants(self) -> Sequence[Variant]:
+    """The lines this method adds to the comparison (none by default)."""
+    return ()
+
+  def budget_knobs(self, kw: dict[str, Any]) -> list[dict[str, Any]]:
+    """Candidate settings of config.model.<name> that set the method's cost, for the backbone
+    kwargs `kw`: the comparison takes the one whose MACs come closest to a budget (the first
+    of equals)."""
+    del kw
+    return []
+
   # ----------------------------------------------------------------------------- tools
   def macs(self, model, channels: int = 3) -> dict[str, int]:
     """Multiply-accumulates by part (with 'total') of one input in inference mode."""
-    from tokensparse import flops  # pylint: disable=g-import-not-at-top
     return flops.vit_macs(model, channels)
 
   def checkpoint_rules(self, model_config: Any) -> list:
@@ -110,9 +133,19 @@ class Method:
     del predictor, out, num_images
     raise ValueError(f'no figures for model.name={self.name!r}; draw what a training-free '
                      'method does with these weights with --method NAME[:key=value] (e.g. '
-                     '--method tome:r=4; --list names them)')
+                     '--method tome:r=2; --list names them)')
 
   def export(self, predictor, platforms: Sequence[str] | None = None):
-    """A `jax.export.Exported` of the model's inference function (symbolic batch)."""
-    from tokensparse import export  # pylint: disable=g-import-not-at-top
-    return export.export_predictor(predictor, platforms)
+    """A `jax.export.Exported` of what the method deploys, or None for the model's inference
+    function (tokensparse.export exports that)."""
+    del predictor, platforms
+    return None
+
+
+def merged(defaults: ml_collections.ConfigDict | None, given: Any) -> ml_collections.ConfigDict:
+  """`defaults` (a ConfigDict, or None for none) with the fields of `given` set on top."""
+  out = ml_collections.ConfigDict(defaults.to_dict(preserve_field_references=True)
+                                  if defaults is not None else {})
+  for key, value in (given or {}).items():
+    out[key] = value
+  return out

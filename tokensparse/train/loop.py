@@ -23,11 +23,11 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from tokensparse import backbone, convert, methods
+from tokensparse import backbone, checkpoint, methods
 from tokensparse import configs as config_lib
 from tokensparse import functional as F
 from tokensparse.data import Data
-from tokensparse.train import checkpoint, lock, optim, steps
+from tokensparse.train import lock, optim, steps
 
 
 def log(msg: str) -> None:
@@ -93,28 +93,23 @@ def init_params(model, config, rng, channels: int):
   return variables['params']
 
 
-def is_multi_collection(params) -> bool:
-  """True for trees that hold several variable collections ({'params', ...})."""
-  return isinstance(params, dict) and 'params' in params and 'Transformer' not in params
-
-
 def load_pretrained(params, config, model) -> Any:
   """Replace `params` entries with those of `config.init_from.path` (a tokensparse work
-  directory or a timm/DeiT/vit_jax file); prefixes in `init_from.skip` keep their init."""
-  if is_multi_collection(params):  # only the 'params' collection comes from a checkpoint
-    return {**params, 'params': load_pretrained(params['params'], config, model)}
+  directory or a timm/DeiT/vit_jax file); prefixes in `init_from.skip` keep their init.
+  Only the 'params' collection comes from a checkpoint (a VTP model's scores start fresh)."""
+  if len(methods.get(config.model.name).collections) > 1:
+    return {**params, 'params': load_pretrained_params(params['params'], config, model)}
+  return load_pretrained_params(params, config, model)
+
+
+def load_pretrained_params(params, config, model) -> Any:
   path, skip = config.init_from.path, tuple(config.init_from.get('skip') or ())
-  if os.path.isdir(path):
-    from tokensparse import inference  # pylint: disable=g-import-not-at-top
-    try:
-      _, variables = inference.restore_variables(path)
-    except FileNotFoundError as e:
-      raise FileNotFoundError(f'init_from.path={path!r}: no checkpoint in that work '
-                              'directory') from e
-    loaded, info = variables['params'], {'format': 'tokensparse', 'path': path}
-  else:
-    loaded, info = convert.load_checkpoint(path, config, skip=skip)
-  flat, new = traverse_util.flatten_dict(params), traverse_util.flatten_dict(loaded)
+  try:
+    _, variables, info = checkpoint.load_variables(path, config, skip=skip)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f'init_from.path={path!r}: {e}') from None
+  flat = traverse_util.flatten_dict(params)
+  new = traverse_util.flatten_dict(variables['params'])
   problems = []
   for key, value in new.items():
     name = '/'.join(key)
@@ -175,7 +170,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   """Train `config` in `workdir`, resuming from its latest checkpoint; returns final eval."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f'--workdir {workdir}: is a file, not a directory')
-  config = adopt_model_fields(config)
+  config = config_lib.complete(adopt_model_fields(config))
   config_lib.validate(config)
   local_devices = jax.local_device_count()
   log(f'{jax.device_count()} devices ({jax.devices()[0].platform}), {local_devices} local, '
@@ -274,7 +269,8 @@ def _train(config, workdir, *, state, start, total_steps, batches, p_train, p_ev
     stop = preemption.stop_at(step)
     if (ckpt_every and step % ckpt_every == 0) or step == total_steps or stop:
       t_pause = time.time()
-      checkpoint.save(mngr, step, steps.unreplicate(rstate), config)
+      checkpoint.save(mngr, step, steps.unreplicate(rstate), config,
+                      methods.get(config.model.name).collections)
       paused += time.time() - t_pause
     if stop and step < total_steps:
       mngr.close()

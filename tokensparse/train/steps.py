@@ -1,19 +1,18 @@
-"""Per-device train and eval steps, written for `jax.pmap(..., axis_name='batch')`.
+"""Per-device train and eval steps, written for `jax.pmap(..., axis_name='batch')`, around a
+method's loss function (tokensparse.objectives says its signature).
 
 Gradients are averaged across devices with `lax.pmean`; metrics are (sum, count) pairs summed
 with `lax.psum` and divided only when logged, so padded eval batches count every example once.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
 from jax import lax
-
-from tokensparse import losses
 
 AXIS = 'batch'
 
@@ -44,35 +43,6 @@ def unreplicate(tree):
   """The first device's copy of a replicated tree (any device count, unlike flax's helper,
   which keeps the device axis for a one-device pmap on a multi-device host)."""
   return jax.tree.map(lambda x: x[0], tree)
-
-
-def rngs(rng: jax.Array, train: bool, streams: tuple[str, ...] = ()) -> dict[str, jax.Array]:
-  """Named RNG streams for a training forward pass: 'dropout', plus the `streams` a method's
-  model draws from (stream i from fold_in(rng, i + 1))."""
-  if not train:
-    return {}
-  return {'dropout': rng, **{s: jax.random.fold_in(rng, i + 1) for i, s in enumerate(streams)}}
-
-
-def classification_metrics(logits, labels, per_example_loss, mask) -> dict:
-  """(sum, count) metrics: masked sums of loss and correct predictions, and the count."""
-  return {'loss': (per_example_loss * mask).sum(),
-          'correct': (losses.correct(logits, labels) * mask).sum(), 'count': mask.sum()}
-
-
-def classification_loss(config) -> Callable:
-  """loss_fn(model, params, batch, rng, train, frozen) -> (mean loss, metric sums)."""
-  smoothing = config.get('label_smoothing', 0.0)
-
-  def loss_fn(model, params, batch, rng, train, frozen=None):
-    del frozen
-    logits, _ = model.apply({'params': params}, batch['image'], train=train, rngs=rngs(rng, train))
-    per_example = losses.cross_entropy(logits, batch['label'], smoothing if train else 0.0)
-    mask = batch.get('mask', jnp.ones_like(per_example))
-    metrics = classification_metrics(logits, batch['label'], per_example, mask)
-    return (per_example * mask).sum() / jnp.maximum(mask.sum(), 1.0), metrics
-
-  return loss_fn
 
 
 def train_step(state: TrainState, batch, *, model, tx, loss_fn, lr_fn):

@@ -17,6 +17,7 @@ tokens, [B, k_s]), 'final_mask' and 'tokens'.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -92,41 +93,44 @@ class DynamicViT(ViT):
   def __call__(self, images: jax.Array, train: bool = False, masks=None):
     """images [B, H, W, C] -> (logits [B, classes], aux). `masks` (optional, train mode): one
     fixed keep mask [B, N] per stage used instead of the predictors' decisions."""
-    deterministic = not train
-    x = self.embed(images, deterministic)
+    x = self.embed(images, not train)
     b, p, n = x.shape[0], self.num_prefix, self.num_patches
-    ones_prefix = jnp.ones((b, p), jnp.float32)
-    mask = jnp.ones((b, n), jnp.float32)     # over the tokens now in the sequence
-    positions = jnp.broadcast_to(jnp.arange(n), (b, n))  # their original patch positions
-    policy = jnp.ones((b, p + n), jnp.float32) if train else None
     aux = {'keep_probs': [], 'masks': [], 'kept_indices': []}
-    for i, block in enumerate(self.blocks):
-      if i in self.prune_layers:
-        s = list(self.prune_layers).index(i)
-        log_probs = self.scores(s, x[:, p:], mask, positions)
-        aux['keep_probs'].append(jnp.exp(log_probs[..., 0]))
-        if train:
-          if masks is not None:
-            decision = masks[s]
-          elif self.gumbel_noise:
-            decision = ops.gumbel_keep_decision(log_probs, self.make_rng('gumbel'))
-          else:
-            decision = (log_probs[..., 0] >= log_probs[..., 1]).astype(jnp.float32)
-          mask = decision * mask
-          aux['masks'].append(mask)
-          policy = jnp.concatenate([ones_prefix, mask], axis=1)
+    carry = {'mask': jnp.ones((b, n), jnp.float32),       # over the patch tokens now present
+             'positions': jnp.broadcast_to(jnp.arange(n), (b, n)),  # their original positions
+             'policy': jnp.ones((b, p + n), jnp.float32) if train else None}
+
+    def between(i, x, c):
+      if i not in self.prune_layers:
+        return x, c
+      s = list(self.prune_layers).index(i)
+      log_probs = self.scores(s, x[:, p:], c['mask'], c['positions'])
+      aux['keep_probs'].append(jnp.exp(log_probs[..., 0]))
+      if train:
+        if masks is not None:
+          decision = masks[s]
+        elif self.gumbel_noise:
+          decision = ops.gumbel_keep_decision(log_probs, self.make_rng('gumbel'))
         else:
-          keep = ops.top_k_keep(log_probs[..., 0], self.counts[s])
-          x = jnp.concatenate([x[:, :p], F.gather_tokens(x[:, p:], keep)], axis=1)
-          mask = F.gather_tokens(mask, keep)
-          positions = F.gather_tokens(positions, keep)
-          aux['kept_indices'].append(positions)
-      if policy is None:
-        x = block(x, deterministic)
-      else:  # dropped tokens stay in the sequence, hidden as keys
-        x = block(x, deterministic,
-                  weights_fn=lambda logits, p=policy: ops.softmax_with_policy(logits, p))
-    aux['final_mask'] = mask
+          decision = (log_probs[..., 0] >= log_probs[..., 1]).astype(jnp.float32)
+        mask = decision * c['mask']
+        aux['masks'].append(mask)
+        return x, {**c, 'mask': mask,
+                   'policy': jnp.concatenate([jnp.ones((b, p), jnp.float32), mask], axis=1)}
+      keep = ops.top_k_keep(log_probs[..., 0], self.counts[s])
+      x = jnp.concatenate([x[:, :p], F.gather_tokens(x[:, p:], keep)], axis=1)
+      positions = F.gather_tokens(c['positions'], keep)
+      aux['kept_indices'].append(positions)
+      return x, {**c, 'mask': F.gather_tokens(c['mask'], keep), 'positions': positions}
+
+    def attention_fn(i, c):  # training: dropped tokens stay in the sequence, hidden as keys
+      if c['policy'] is None:
+        return None
+      return functools.partial(F.dot_product_attention, softmax_fn=functools.partial(
+          ops.softmax_with_policy, policy=c['policy']))
+
+    x, carry = self.run_blocks(x, not train, carry, between=between, attention_fn=attention_fn)
+    aux['final_mask'] = carry['mask']
     return self.finish(x, aux)
 
 
@@ -136,13 +140,14 @@ class PooledViT(ViT):
   pool_layer: int = 6
 
   def __call__(self, images: jax.Array, train: bool = False):
-    deterministic = not train
-    x = self.embed(images, deterministic)
     p, (gh, gw) = self.num_prefix, self.grid
-    for i, block in enumerate(self.blocks):
+
+    def pool(i, x, carry):
       if i == self.pool_layer:
         b, _, d = x.shape
         grid = x[:, p:].reshape(b, gh // 2, 2, gw // 2, 2, d).mean(axis=(2, 4))
         x = jnp.concatenate([x[:, :p], grid.reshape(b, -1, d)], axis=1)
-      x = block(x, deterministic)
+      return x, carry
+
+    x, _ = self.run_blocks(self.embed(images, not train), not train, between=pool)
     return self.finish(x)

@@ -7,8 +7,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from tokensparse import backbone, losses
-from tokensparse.train import steps
+from tokensparse import backbone, losses, objectives
 
 PARAM_PREFIXES = ('predictor_', 'static_scores_')  # what the dense teacher does not have
 
@@ -46,28 +45,28 @@ def with_teacher(config, terms: Callable) -> Callable:
   the frozen dense teacher and returns terms(batch, logits, aux, t_logits, t_aux, ce)."""
   teacher = backbone.ViT(**backbone.backbone_kwargs(config.model))
   smoothing = config.get('label_smoothing', 0.0)
-  evaluate = steps.classification_loss(config)
+  evaluate = objectives.classification_loss(config)
 
   def fn(model, params, batch, rng, train, frozen=None):
     if not train:
       return evaluate(model, params, batch, rng, train)
     logits, aux = model.apply({'params': params}, batch['image'], train=True,
-                              rngs=steps.rngs(rng, True, ('gumbel',)))
+                              rngs=objectives.rngs(rng, True, ('gumbel',)))
     t_logits, t_aux = jax.lax.stop_gradient(
         teacher.apply({'params': frozen['teacher']}, batch['image']))
     ce = losses.cross_entropy(logits, batch['label'], smoothing)
     loss, extra = terms(batch, logits, aux, t_logits, t_aux, ce)
-    metrics = steps.classification_metrics(logits, batch['label'], ce, jnp.ones_like(ce))
+    metrics = objectives.classification_metrics(logits, batch['label'], ce, jnp.ones_like(ce))
     metrics.update(extra)
     return loss, metrics
 
   return fn
 
 
-def distilled_classification_loss(config) -> Callable:
+def distilled_classification_loss(config, weights) -> Callable:
   """CE + distill_weight * KL(teacher || student), for students whose tokens differ from the
-  teacher's (the pooling baseline)."""
-  weight = config.dynamic_vit.distill_weight
+  teacher's (the pooling baseline); `weights` = config.loss.<method> with its defaults."""
+  weight = weights.distill_weight
 
   def terms(batch, logits, aux, t_logits, t_aux, ce):
     kl = losses.kl_to_teacher(logits, t_logits)
@@ -76,13 +75,13 @@ def distilled_classification_loss(config) -> Callable:
   return with_teacher(config, terms)
 
 
-def dynamic_vit_loss(config) -> Callable:
+def dynamic_vit_loss(config, fields, dv) -> Callable:
   """CE + ratio_weight * ratio loss + distill_weight * KL(teacher || student)
-  + token_weight * MSE(kept final patch tokens, teacher's), as in DynamicViT's reference."""
-  dv, m = config.dynamic_vit, config.model
-  targets = [m.keep_ratio ** (s + 1) for s in range(len(m.prune_layers))]
+  + token_weight * MSE(kept final patch tokens, teacher's), as in DynamicViT's reference.
+  `fields` = config.model.dynamic_vit, `dv` = config.loss.dynamic_vit (defaults filled)."""
+  targets = [fields.keep_ratio ** (s + 1) for s in range(len(fields.prune_layers))]
   # Prefix tokens (cls, dist; none with classifier='gap') are never pruned nor distilled.
-  p = backbone.num_prefix(backbone.backbone_kwargs(m))
+  p = backbone.num_prefix(backbone.backbone_kwargs(config.model))
 
   def terms(batch, logits, aux, t_logits, t_aux, ce):
     ratio = keep_ratio_loss(aux['masks'], targets)

@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 from tokensparse import flops as base_flops
-from tokensparse.viz import to_rgb, bar_panel, overlay
+from tokensparse.data import moving_fashion_mnist
+from tokensparse.drawing import bar_panel, overlay, to_rgb
 from tokensparse.methods.eventful import flops
 from tokensparse.methods.eventful.model import run_clip
 
@@ -42,7 +43,6 @@ def update_strip(frames: np.ndarray, updated: np.ndarray, grid: tuple[int, int],
 def figures(predictor, out: str, num_images: int = 8, clip_index: int = 0):
   """eventful_updates.png for the predictor's Eventful model (see the module docstring)."""
   del num_images
-  from tokensparse.data import moving_fashion_mnist  # pylint: disable=g-import-not-at-top
   model, config = predictor.model, predictor.config
   clips, _ = moving_fashion_mnist.load_clips(model.image_size, clip_index + 1,
                                              data_dir=config.data.data_dir)

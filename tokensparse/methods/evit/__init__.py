@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import ml_collections
 
-from tokensparse import backbone
+import numpy as np
+
+from tokensparse.fields import boolean, fail, int_tuple
 from tokensparse.flops import vit_macs
-from tokensparse.methods.base import Method, boolean, fail, int_tuple
+from tokensparse.methods.base import Method, Variant
 from tokensparse.methods.evit.model import EViT
 
 
-def layers(m) -> tuple[int, ...]:
-  """The reorganising blocks of a model config: `model.evit.layers`, or by default the paper's
-  blocks 3, 6, 9 of 12 (0-based) scaled to the depth."""
-  if m.evit.layers:
-    return tuple(m.evit.layers)
-  depth = backbone.backbone_kwargs(m)['depth']
+def layers(ev, depth: int) -> tuple[int, ...]:
+  """The reorganising blocks: `model.evit.layers`, or by default the paper's blocks 3, 6, 9 of
+  12 (0-based) scaled to the depth."""
+  if ev.layers:
+    return tuple(ev.layers)
   return tuple(sorted({int(depth * k / 12) for k in (3, 6, 9)}))
 
 
@@ -30,14 +31,16 @@ class EViTMethod(Method):
   model_class = EViT
   options = {'keep_rate': float, 'layers': int_tuple, 'fuse': boolean}
 
-  def defaults(self):
-    return ml_collections.ConfigDict(dict(evit=dict(keep_rate=0.7, layers=(), fuse=True)))
+  training_free = True
 
-  def model_kwargs(self, m):
-    return dict(keep_rate=m.evit.keep_rate, layers=layers(m), fuse=m.evit.get('fuse', True))
+  def defaults(self):
+    return ml_collections.ConfigDict(dict(keep_rate=0.7, layers=(), fuse=True))
+
+  def model_kwargs(self, f, kw):
+    return dict(keep_rate=f.keep_rate, layers=layers(f, kw['depth']), fuse=f.fuse)
 
   def validate(self, config, kw):
-    ev = config.model.evit
+    ev = self.fields(config.model)
     if kw.get('classifier', 'token') != 'token':
       fail('model.classifier', kw.get('classifier'),
            "EViT ranks tokens by the class token's attention: needs model.classifier='token'")
@@ -48,11 +51,17 @@ class EViTMethod(Method):
       fail('model.evit.layers', tuple(chosen),
            f'must be increasing block indices in [0, {kw["depth"] - 1}] (model.depth={kw["depth"]})')
 
+  def variants(self):
+    return (Variant('evit', 'EViT', 'evit/fashion_mnist_canvas.py'),)
+
+  def budget_knobs(self, kw):
+    return [{'keep_rate': round(float(k), 3)} for k in np.linspace(0.05, 1.0, 96)]
+
   def macs(self, model, channels=3):
     return vit_macs(model, channels, model.counts())
 
   def figures(self, predictor, out, num_images=8):
-    from tokensparse.methods.evit import viz  # pylint: disable=g-import-not-at-top
+    from tokensparse.methods.evit import viz  # drawing (PIL, data) only when drawn
     return viz.figures(predictor, out, num_images)
 
 

@@ -39,22 +39,22 @@ class EViT(ViT):
     return out
 
   def __call__(self, images: jax.Array, train: bool = False):
-    deterministic = not train
-    x = self.embed(images, deterministic)
+    x = self.embed(images, not train)
     b, p = x.shape[0], self.num_prefix
-    positions = jnp.broadcast_to(jnp.arange(x.shape[1] - p), (b, x.shape[1] - p))
     kept_indices = []
-    for i, block in enumerate(self.blocks):
+
+    def reorganise(i, x, info, positions):
       n = x.shape[1] - p
       k = ops.kept_count(n, self.keep_rate)
       if i not in self.layers or k >= n:
-        x = block(x, deterministic)
-        continue
-      x, info = block.attend(x, deterministic, with_info=True)
+        return x, positions
       x, kept = ops.keep_attentive(x, ops.class_attention(info['weights'], p), k, p, self.fuse)
       positions = gather_tokens(positions, kept)
       kept_indices.append(positions)
       if self.fuse:
         positions = jnp.concatenate([positions, jnp.full((b, 1), -1, positions.dtype)], axis=1)
-      x = block.feed_forward(x, deterministic)
+      return x, positions
+
+    positions = jnp.broadcast_to(jnp.arange(x.shape[1] - p), (b, x.shape[1] - p))
+    x, _ = self.run_blocks(x, not train, positions, after_attention=reorganise)
     return self.finish(x, {'kept_indices': kept_indices})

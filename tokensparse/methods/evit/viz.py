@@ -2,7 +2,7 @@
 fused token is not drawn) and keep_heatmap.png (keep frequency per position)."""
 from __future__ import annotations
 
-from tokensparse import viz
+from tokensparse import drawing
 
 
 def figures(predictor, out: str, num_images: int = 8):
@@ -10,4 +10,4 @@ def figures(predictor, out: str, num_images: int = 8):
   counts = [c for i, c in enumerate(model.counts()) if i in model.layers and c[1] < c[0]]
   titles = [f'block {i} ({c[1] - model.num_prefix - int(model.fuse)} kept)'
             for i, c in zip(model.layers, counts)]
-  return viz.kept_token_figures(predictor, out, titles, num_images)
+  return drawing.kept_token_figures(predictor, out, titles, num_images)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import ml_collections
 
 from tokensparse import backbone
-from tokensparse.methods.base import Method, fail
+from tokensparse.fields import fail
+from tokensparse.methods.base import Method, Variant
 from tokensparse.methods.token_learner import flops
 from tokensparse.methods.token_learner.model import TokenLearnerViT
 
@@ -25,18 +26,16 @@ class TokenLearnerMethod(Method):
   model_class = TokenLearnerViT
 
   def defaults(self):
-    return ml_collections.ConfigDict(dict(token_learner=dict(
-        num_tokens=8, at=0.5, version='v1.1', reduce='sum', bottleneck=64, fuser=False)))
+    return ml_collections.ConfigDict(dict(num_tokens=8, at=0.5, version='v1.1', reduce='sum',
+                                          bottleneck=64, fuser=False))
 
-  def model_kwargs(self, m):
-    tl = m.token_learner
-    depth = backbone.backbone_kwargs(m)['depth']
-    return dict(num_learned_tokens=tl.num_tokens, learner_layer=learner_layer(tl.at, depth),
-                learner_version=tl.get('version', 'v1.1'), learner_reduce=tl.get('reduce', 'sum'),
-                learner_bottleneck=tl.get('bottleneck', 64), fuser=tl.get('fuser', False))
+  def model_kwargs(self, f, kw):
+    return dict(num_learned_tokens=f.num_tokens, learner_layer=learner_layer(f.at, kw['depth']),
+                learner_version=f.version, learner_reduce=f.reduce,
+                learner_bottleneck=f.bottleneck, fuser=f.fuser)
 
   def validate(self, config, kw):
-    tl = config.model.token_learner
+    tl = self.fields(config.model)
     if not 0.0 < tl.at < 1.0:
       fail('model.token_learner.at', tl.at, 'must be a fraction of the depth in (0, 1)')
     layer = learner_layer(tl.at, kw['depth'])
@@ -48,16 +47,23 @@ class TokenLearnerMethod(Method):
     if not isinstance(tl.num_tokens, int) or not 0 < tl.num_tokens <= n:
       fail('model.token_learner.num_tokens', tl.num_tokens,
            f'must be a positive integer no larger than the {n} patch positions per image')
-    if tl.get('version', 'v1.1') not in ('v1.0', 'v1.1'):
+    if tl.version not in ('v1.0', 'v1.1'):
       fail('model.token_learner.version', tl.version, "expected 'v1.0' or 'v1.1'")
-    if tl.get('reduce', 'sum') not in ('sum', 'mean'):
+    if tl.reduce not in ('sum', 'mean'):
       fail('model.token_learner.reduce', tl.reduce, "expected 'sum' or 'mean'")
+
+  def variants(self):
+    return (Variant('token_learner', 'TokenLearner', 'token_learner/fashion_mnist_canvas.py'),)
+
+  def budget_knobs(self, kw):
+    depth = kw['depth']
+    return [{'num_tokens': n, 'at': round(b / depth, 4)} for n in (8, 16) for b in range(1, depth)]
 
   def macs(self, model, channels=3):
     return flops.token_learner_macs(model, channels)
 
   def figures(self, predictor, out, num_images=8):
-    from tokensparse.methods.token_learner import viz  # pylint: disable=g-import-not-at-top
+    from tokensparse.methods.token_learner import viz  # drawing (PIL, data) only when drawn
     return viz.figures(predictor, out, num_images)
 
 

@@ -136,22 +136,22 @@ class TokenLearnerViT(ViT):
 
   def __call__(self, images: jax.Array, train: bool = False):
     deterministic = not train
-    x = self.embed(images, deterministic)
-    p, t = self.num_prefix, self.frames
-    weights = None
-    for i, block in enumerate(self.blocks):
-      if i < self.learner_layer:
-        x = block(x, deterministic)
-      elif not self.fuser:
-        if i == self.learner_layer:
-          x, weights = self.learn(self.token_learner, x, deterministic)
-        x = block(x, deterministic)
-      else:
-        residual = x
-        y, w = self.learn(getattr(self, f'token_learner_{i}'), x, deterministic)
-        weights = w if weights is None else weights
-        y = block(y, deterministic)
-        update = getattr(self, f'token_fuser_{i}')(
-            F.split_frames(y[:, p:], t), F.split_frames(residual[:, p:], t), deterministic)
-        x = jnp.concatenate([y[:, :p], residual[:, p:] + F.merge_frames(update, t)], axis=1)
+    p, t, start = self.num_prefix, self.frames, self.learner_layer
+
+    def between(i, x, carry):
+      """Learn tokens before block `learner_layer`; with the fuser, before every later block
+      too, and fuse each such block's output back into all positions after it."""
+      residual, weights = carry
+      if self.fuser and i > start:  # fuse the output of block i - 1 into the saved positions
+        update = getattr(self, f'token_fuser_{i - 1}')(
+            F.split_frames(x[:, p:], t), F.split_frames(residual[:, p:], t), deterministic)
+        x = jnp.concatenate([x[:, :p], residual[:, p:] + F.merge_frames(update, t)], axis=1)
+      if i == self.depth or i < start or (i > start and not self.fuser):
+        return x, (residual, weights)
+      module = getattr(self, f'token_learner_{i}') if self.fuser else self.token_learner
+      y, w = self.learn(module, x, deterministic)
+      return y, (x, w if weights is None else weights)
+
+    x, (_, weights) = self.run_blocks(self.embed(images, deterministic), deterministic,
+                                      (None, None), between=between)
     return self.finish(x, {'learner_weights': weights})

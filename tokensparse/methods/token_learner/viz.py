@@ -7,17 +7,17 @@ import os
 import jax
 import numpy as np
 
-from tokensparse import viz
+from tokensparse import drawing
 
 
 def figures(predictor, out: str, num_images: int = 8):
   model = predictor.model
-  raw = viz.eval_inputs(predictor.config, num_images)
+  raw = drawing.eval_inputs(predictor.config, num_images)
   weights = np.asarray(jax.jit(lambda v, x: model.apply(v, x)[1]['learner_weights'])(
       predictor.variables, predictor.normalize(raw)))          # [n * frames, S, N]
   if model.num_frames:  # the frames of the first clip, one per row
     raw, weights = raw[0], weights[:model.num_frames]
   os.makedirs(out, exist_ok=True)
   path = os.path.join(out, 'learner_maps.png')
-  viz.learner_map_grid(raw, weights, model.grid, model.patch_size, path)
+  drawing.learner_map_grid(raw, weights, model.grid, model.patch_size, path)
   return (path,)

@@ -12,18 +12,17 @@ import ml_collections
 from ml_collections import config_dict
 
 from tokensparse import backbone
+from tokensparse.fields import boolean, fail, int_or_list
 from tokensparse.flops import vit_macs
-from tokensparse.methods.base import Method, boolean, fail, int_or_list
+from tokensparse.methods.base import Method, Variant
 from tokensparse.methods.tome import ops
 from tokensparse.methods.tome.model import ToMeViT
 
 
-def merges(m) -> tuple[int, ...]:
-  """r per block from a model config."""
-  tm = m.tome
-  depth = backbone.backbone_kwargs(m)['depth']
+def merges(tm, depth: int) -> tuple[int, ...]:
+  """r per block from the fields of model.tome."""
   r = tm.r if isinstance(tm.r, int) else tuple(tm.r)
-  return ops.schedule(r, depth, tm.get('inflect', 0.0))
+  return ops.schedule(r, depth, tm.inflect)
 
 
 class ToMeMethod(Method):
@@ -32,27 +31,27 @@ class ToMeMethod(Method):
   model_class = ToMeViT
   options = {'r': int_or_list, 'inflect': float, 'prop_attn': boolean}
 
+  training_free = True
+
   def defaults(self):
     # r is an int or a list (one per block): typed `object` so either can override it.
     r = config_dict.FieldReference(8, field_type=object)
-    return ml_collections.ConfigDict(dict(tome=dict(r=r, inflect=0.0, prop_attn=True,
-                                                    trace_source=False)))
+    return ml_collections.ConfigDict(dict(r=r, inflect=0.0, prop_attn=True, trace_source=False))
 
-  def model_kwargs(self, m):
-    return dict(merges=merges(m), prop_attn=m.tome.get('prop_attn', True),
-                trace_source=m.tome.get('trace_source', False))
+  def model_kwargs(self, f, kw):
+    return dict(merges=merges(f, kw['depth']), prop_attn=f.prop_attn, trace_source=f.trace_source)
 
   def validate(self, config, kw):
-    tm = config.model.tome
+    tm = self.fields(config.model)
     r = tm.r if isinstance(tm.r, int) else list(tm.r)
     values = [r] if isinstance(r, int) else r
     if not values or any(not isinstance(v, int) or v < 0 for v in values):
       fail('model.tome.r', r, 'must be a non-negative integer or a list of them (one per block)')
     if not isinstance(r, int) and len(r) > kw['depth']:
       fail('model.tome.r', r, f'has more entries than blocks (model.depth={kw["depth"]})')
-    if not -1.0 <= tm.get('inflect', 0.0) <= 1.0:
+    if not -1.0 <= tm.inflect <= 1.0:
       fail('model.tome.inflect', tm.inflect, 'must be in [-1, 1] (-0.5: decreasing schedule)')
-    rs = merges(config.model)
+    rs = merges(tm, kw['depth'])
     p = backbone.num_prefix(kw)
     tokens = p + backbone.num_patches(kw) * max(kw.get('num_frames') or 0, 1)
     for i, (t, ri) in enumerate(zip(ops.token_counts(tokens, rs), rs)):
@@ -60,6 +59,13 @@ class ToMeMethod(Method):
         fail('model.tome.r', r, f'block {i} would merge {ri} of its {t} tokens; at most '
              f'{ops.max_merge(t, p)} can be merged there ({p} prefix token(s) are never '
              f'merged; schedule {list(rs)})')
+
+  def variants(self):
+    return (Variant('tome', 'ToMe', 'tome/fashion_mnist_canvas.py'),)
+
+  def budget_knobs(self, kw):
+    # Constant r, and ToMe's decreasing schedule (inflect -0.5) that reaches lower budgets.
+    return [{'r': r, 'inflect': i} for i in (0.0, -0.5) for r in range(1, 64)]
 
   def macs(self, model, channels=3):
     """Attention half at the tokens entering each block, MLP half at the tokens left after
@@ -74,7 +80,7 @@ class ToMeMethod(Method):
     return counts
 
   def figures(self, predictor, out, num_images=8):
-    from tokensparse.methods.tome import viz  # pylint: disable=g-import-not-at-top
+    from tokensparse.methods.tome import viz  # drawing (PIL, data) only when drawn
     return viz.figures(predictor, out, num_images)
 
 

@@ -10,11 +10,13 @@ aux: 'size' [B, T_final] patches per final token; with `trace_source`, 'source'
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 
+from tokensparse import functional as F
 from tokensparse.backbone.vit import ViT
 from tokensparse.methods.tome import ops
 
@@ -30,24 +32,31 @@ class ToMeViT(ViT):
     return tuple(self.merges) + (0,) * (self.depth - len(self.merges))
 
   def __call__(self, images: jax.Array, train: bool = False):
-    deterministic = not train
-    x = self.embed(images, deterministic)
+    x = self.embed(images, not train)
     b, t, _ = x.shape
-    p = self.num_prefix
-    size = jnp.ones((b, t, 1), jnp.float32)
+    p, rs = self.num_prefix, self.schedule
     source = jnp.broadcast_to(jnp.eye(t, dtype=jnp.float32), (b, t, t)) \
         if self.trace_source else None
-    merged = False  # while nothing is merged every size is 1: no logit bias (exactly dense)
-    for block, r in zip(self.blocks, self.schedule):
-      bias = ops.size_bias(size) if self.prop_attn and merged else None
-      if r == 0:
-        x = block(x, deterministic, bias=bias)
-        continue
-      x, info = block.attend(x, deterministic, with_info=True, bias=bias)
-      matched = ops.matching(info['k'].mean(axis=2), r, p)     # keys [B, T, H, d] -> [B, T, d]
+    # While nothing is merged every size is 1: no logit bias (exactly dense). carry: (size,
+    # source, merged yet).
+    carry = (jnp.ones((b, t, 1), jnp.float32), source, False)
+
+    def attention_fn(i, carry):
+      size, _, merged = carry
+      if not (self.prop_attn and merged):
+        return None
+      return functools.partial(F.dot_product_attention, bias=ops.size_bias(size))
+
+    def merge(i, x, info, carry):
+      if rs[i] == 0:
+        return x, carry
+      size, source, _ = carry
+      matched = ops.matching(info['k'].mean(axis=2), rs[i], p)  # keys [B, T, H, d] -> [B, T, d]
       x, size, source = ops.merge_weighted(x, size, matched, p, source)
-      merged = True
-      x = block.feed_forward(x, deterministic)
+      return x, (size, source, True)
+
+    x, (size, source, _) = self.run_blocks(x, not train, carry, after_attention=merge,
+                                           attention_fn=attention_fn)
     aux = {'size': size[..., 0]}
     if source is not None:
       aux['source'] = source

@@ -11,13 +11,13 @@ import jax
 import numpy as np
 from PIL import Image
 
-from tokensparse import viz
+from tokensparse import drawing
 
 
 def group_image(image: np.ndarray, groups: np.ndarray, patch: int) -> np.ndarray:
   """image uint8 [H, W, C]; groups [gh, gw] final-token index per patch -> RGB uint8 with each
   merged group (two or more patches) flattened to its mean and tinted, borders drawn."""
-  rgb = viz.to_rgb(image).astype(np.float32)
+  rgb = drawing.to_rgb(image).astype(np.float32)
   gh, gw = groups.shape
   up = np.kron(groups, np.ones((patch, patch), int))
   out = rgb.copy()
@@ -38,12 +38,12 @@ def group_image(image: np.ndarray, groups: np.ndarray, patch: int) -> np.ndarray
 def figures(predictor, out: str, num_images: int = 8, scale: int = 4):
   model = predictor.model.clone(trace_source=True)
   p = model.num_prefix
-  raw = viz.eval_inputs(predictor.config, num_images)
+  raw = drawing.eval_inputs(predictor.config, num_images)
   _, aux = jax.jit(model.apply)(predictor.variables, predictor.normalize(raw))
   source = np.asarray(aux['source'])                               # [B, T, N0]
   groups = source[:, :, p:].argmax(axis=1).reshape(len(raw), *model.grid)
   sep = np.full((raw.shape[1], 2, 3), 255, np.uint8)
-  rows = [np.concatenate([viz.to_rgb(img), sep, group_image(img, g, model.patch_size)], axis=1)
+  rows = [np.concatenate([drawing.to_rgb(img), sep, group_image(img, g, model.patch_size)], axis=1)
           for img, g in zip(raw, groups)]
   grid = np.concatenate([np.concatenate([r, np.full((2, r.shape[1], 3), 255, np.uint8)])
                          for r in rows])

@@ -22,12 +22,14 @@ physical widths (the padding is their difference).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tokensparse import functional as F
 from tokensparse.backbone.vit import ViT, per_layer
 from tokensparse.methods.vtp import ops
 
@@ -47,13 +49,16 @@ class VTPViT(ViT):
     self.score_vars = tuple(score_vars)
 
   def __call__(self, images: jax.Array, train: bool = False):
-    deterministic = not train
-    x = self.embed(images, deterministic)
-    for block, (attn, mlp) in zip(self.blocks, self.score_vars):
-      s_attn, s_mlp = attn.value, mlp.value
-      x = block(x, deterministic,
-                qkv_fn=lambda *qkv, s=s_attn: tuple(ops.scale_channels(t, s) for t in qkv),
-                hidden_fn=lambda h, s=s_mlp: ops.scale_channels(h, s))
+    def attention_fn(i, carry):  # the scores of block i gate q, k and v alike
+      s = self.score_vars[i][0].value
+      return lambda q, k, v, **kw: F.dot_product_attention(
+          *(ops.scale_channels(t, s) for t in (q, k, v)), **kw)
+
+    def hidden_fn(i, carry):
+      return functools.partial(ops.scale_channels, scores=self.score_vars[i][1].value)
+
+    x, _ = self.run_blocks(self.embed(images, not train), not train,
+                           attention_fn=attention_fn, hidden_fn=hidden_fn)
     return self.finish(x)
 
 

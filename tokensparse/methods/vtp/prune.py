@@ -7,6 +7,8 @@ Writes into --out: a checkpoint (step 0) of the pruned model with its config (mo
 per-layer head_dim / mlp_dim, attn_scale of the original heads) that `init_from.path` and the
 inference tools read like any work directory; `pruning.md`, the per-layer table; and
 `pruning.png`, the same as a bar chart. Nothing is written if --out already holds a checkpoint.
+This is a command-line tool that lives with its method: it sits above the library (it reads
+and writes work directories through tokensparse.checkpoint), and nothing imports it.
 """
 from __future__ import annotations
 
@@ -14,19 +16,20 @@ import argparse
 import json
 import os
 
+import jax
 import ml_collections
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tokensparse import flops, methods
+from tokensparse import checkpoint, flops, methods
 from tokensparse.methods.vtp import model as vtp
-from tokensparse.train import checkpoint
 
 
 def load_scored(workdir: str):
   """(config, params, scores) of a VTP work directory's latest checkpoint."""
-  from tokensparse import inference  # pylint: disable=g-import-not-at-top
-  config, variables = inference.restore_variables(workdir)
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f'--workdir {workdir}: no such work directory')
+  config, variables, _ = checkpoint.load_variables(workdir)
   if config.model.name != 'vtp':
     raise ValueError(f'{workdir}: model.name={config.model.name!r}; pruning needs a VTP '
                      "sparsity-training work directory (model.name='vtp')")
@@ -37,7 +40,7 @@ def pruned_config(config, fields: dict):
   d = config.to_dict()
   d['model'].update(name='vit', head_dim=list(fields['head_dim']),
                     mlp_dim=list(fields['mlp_dim']), attn_scale=fields['attn_scale'])
-  d.pop('vtp', None)
+  d.get('loss', {}).pop('vtp', None)
   return ml_collections.ConfigDict(d)
 
 
@@ -109,8 +112,8 @@ def main(argv=None):
   after = methods.build(new_config.model)
   channels = np.shape(params['embedding']['kernel'])[2]
   m0, m1 = flops.vit_macs(before, channels)['total'], flops.vit_macs(after, channels)['total']
-  n0 = sum(int(np.size(x)) for x in _leaves(params))
-  n1 = sum(int(np.size(x)) for x in _leaves(new_params))
+  n0 = sum(int(np.size(x)) for x in jax.tree.leaves(params))
+  n1 = sum(int(np.size(x)) for x in jax.tree.leaves(new_params))
   summary = (f'pruned {args.rate:.0%} of the channels of {args.workdir}: parameters '
              f'{n0:,} -> {n1:,} ({n1 / n0:.3f}), MACs {m0 / 1e6:.2f} M -> {m1 / 1e6:.2f} M '
              f'({m1 / m0:.3f})')
@@ -125,11 +128,6 @@ def main(argv=None):
   print(summary)
   print(table_markdown(rows))
   print(f'wrote {args.out} (checkpoint, pruning.md, pruning.png)')
-
-
-def _leaves(tree):
-  import jax  # pylint: disable=g-import-not-at-top
-  return jax.tree.leaves(tree)
 
 
 if __name__ == '__main__':

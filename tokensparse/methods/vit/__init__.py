@@ -1,4 +1,5 @@
-"""The dense ViT / DeiT backbone as a method: the baseline every other method is compared to."""
+"""The dense ViT / DeiT backbone as a method (`model.name='vit'`): the baseline every other
+method is compared to."""
 from tokensparse.methods.base import Method
 
 

@@ -1,6 +1,6 @@
 """TokenLearner (8 tokens at half depth) on Fashion-MNIST items placed on a 56x56 canvas.
 
-    python train.py --config configs/tokenlearner/fashion_mnist.py --workdir runs/tokenlearner_fashion_mnist
+    python train.py --config configs/token_learner/fashion_mnist_canvas.py --workdir runs/tokenlearner_fashion_mnist
 
 The same task, initialisation and recipe as the dense canvas model (configs/vit/
 fashion_mnist_canvas.py: 2 epochs from the default run's checkpoint, lr 1e-3), so the two
@@ -12,8 +12,6 @@ Arguments (comma-separated): `tokens=16`, `at=0.75`, `v1.0` (the paper's conv ma
 (TokenFuser after every later block), `gap` (Scenic's mean-token classifier; then the class
 token of the checkpoint is skipped and the position embedding starts afresh).
 """
-import ml_collections
-
 from tokensparse import configs
 
 
@@ -21,11 +19,10 @@ def get_config(arg: str = ''):
   options = configs.parse_options(arg, known=('tokens', 'at', 'v1.0', 'fuser', 'gap', 'runlocal'))
   c = configs.from_file('vit/fashion_mnist_canvas.py', 'runlocal' if 'runlocal' in options else '')
   with c.unlocked():
-    c.model.name = 'token_learner'
-    c.model.token_learner = ml_collections.ConfigDict(dict(
-        num_tokens=int(options.get('tokens', 8)), at=float(options.get('at', 0.5)),
-        version='v1.0' if 'v1.0' in options else 'v1.1', reduce='sum', bottleneck=64,
-        fuser='fuser' in options))
+    configs.use_method(c, 'token_learner', num_tokens=int(options.get('tokens', 8)),
+                       at=float(options.get('at', 0.5)),
+                       version='v1.0' if 'v1.0' in options else 'v1.1', reduce='sum',
+                       bottleneck=64, fuser='fuser' in options)
     if 'gap' in options:
       c.model.classifier = 'gap'
       c.init_from.skip = ('cls', 'Transformer/posembed_input')

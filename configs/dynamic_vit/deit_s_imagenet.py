@@ -1,6 +1,6 @@
 """DynamicViT/0.7 on DeiT-S, ImageNet-1k: the paper's recipe, for TPU/GPU users.
 
-    python train.py --config configs/dynamicvit/deit_s_imagenet.py --workdir runs/dynamicvit_deit_s \
+    python train.py --config configs/dynamic_vit/deit_s_imagenet.py --workdir runs/dynamicvit_deit_s \
         --config.init_from.path=/ckpt/deit_small_patch16_224-cd65a155.pth \
         --config.data.data_dir=/data/tfds
 
@@ -9,12 +9,10 @@ configs/vit/imagenet.py (DeiT's augmentations, inherited: RandAugment, random er
 Mixup/CutMix, label smoothing, repeated augmentation): 30 epochs, AdamW lr 1e-3 at batch 1024, weight decay 0.05, 5 warm-up
 epochs then cosine to 1e-6; predictors at the full learning rate, backbone at 0.01x and frozen
 during warm-up, class token and position embedding frozen; loss = CE + 2.0 ratio + 0.5 KL +
-0.5 token MSE (DeiT-B: `--config.model.variant=B/16 --config.dynamic_vit.ratio_weight=5.0`).
+0.5 token MSE (DeiT-B: `--config.model.variant=B/16 --config.loss.dynamic_vit.ratio_weight=5.0`).
 To evaluate or fine-tune an official DynamicViT checkpoint instead, point init_from.path at it
 and pass `--config.init_from.skip='()'` so the predictors load too.
 """
-import ml_collections
-
 from tokensparse import configs
 
 
@@ -22,13 +20,10 @@ def get_config(arg: str = ''):
   options = configs.parse_options(arg, known=('runlocal',))
   c = configs.from_file('vit/imagenet.py', 'S/16' + (',runlocal' if 'runlocal' in options else ''))
   with c.unlocked():
-    c.model.name = 'dynamic_vit'
+    configs.use_method(c, 'dynamic_vit', keep_ratio=0.7, prune_layers=(3, 6, 9),
+                       gumbel_noise=True)
     c.model.droppath = 0.0
-    c.model.keep_ratio = 0.7
-    c.model.prune_layers = (3, 6, 9)
-    c.model.gumbel_noise = True
-    c.dynamic_vit = ml_collections.ConfigDict(dict(ratio_weight=2.0, distill_weight=0.5,
-                                                   token_weight=0.5))
+    c.loss.dynamic_vit.update(ratio_weight=2.0, distill_weight=0.5, token_weight=0.5)
     c.init_from.skip = ('predictor_',)
     if 'runlocal' not in options:
       c.num_epochs = 30

@@ -1,8 +1,8 @@
 """TokenLearner ViT-B/16 on ImageNet-1k (imagenet2012) for TPU/GPU, with Scenic's recipe.
 
-    python train.py --config configs/tokenlearner/imagenet.py --workdir runs/tl_b16 \
+    python train.py --config configs/token_learner/imagenet.py --workdir runs/tl_b16 \
         --config.data.data_dir=/data/tfds
-    python train.py --config configs/tokenlearner/imagenet.py:S/16,tokens=16,at=0.75 ...
+    python train.py --config configs/token_learner/imagenet.py:S/16,tokens=16,at=0.75 ...
 
 Model (Ryoo et al. 2021; Scenic's `im1k_token_learner_config`): ViT-B/16 with the mean-token
 classifier (no class token), TokenLearner v1.1 with 8 tokens before block 6 (0.5 depth: 9.15 vs
@@ -13,8 +13,6 @@ decoupled weight decay 0.3, base lr 5e-3 (as shipped), 10k warm-up steps, global
 softmax cross-entropy where Scenic trains with a sigmoid (multi-label) loss.
 Append `runlocal` for a 20-step smoke test of the same model.
 """
-import ml_collections
-
 from tokensparse import configs
 
 
@@ -22,10 +20,10 @@ def get_config(arg: str = 'B/16'):
   options = configs.parse_options(arg, known=('tokens', 'at', 'fuser', 'runlocal'), variant='B/16')
   c = configs.from_file('vit/imagenet.py', options['variant'])   # data pipeline, eval, logging
   with c.unlocked():
-    c.model.update(name='token_learner', classifier='gap', droppath=0.1)
-    c.model.token_learner = ml_collections.ConfigDict(dict(
-        num_tokens=int(options.get('tokens', 8)), at=float(options.get('at', 0.5)),
-        version='v1.1', reduce='sum', bottleneck=64, fuser='fuser' in options))
+    configs.use_method(c, 'token_learner', num_tokens=int(options.get('tokens', 8)),
+                       at=float(options.get('at', 0.5)), version='v1.1', reduce='sum',
+                       bottleneck=64, fuser='fuser' in options)
+    c.model.update(classifier='gap', droppath=0.1)
     c.data.update(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     c.batch_size = 4096
     c.num_epochs = 90

@@ -1,8 +1,8 @@
 """Video classification on Moving Fashion-MNIST clips: a dense ViViT-style model, or with `tl`
 the same model with TokenLearner applied per frame.
 
-    python train.py --config configs/tokenlearner/moving_fashion_mnist.py --workdir runs/video_dense
-    python train.py --config configs/tokenlearner/moving_fashion_mnist.py:tl --workdir runs/video_tokenlearner
+    python train.py --config configs/token_learner/moving_fashion_mnist.py --workdir runs/video_dense
+    python train.py --config configs/token_learner/moving_fashion_mnist.py:tl --workdir runs/video_tokenlearner
 
 Clips: 8 frames of 42x42, one item moving over a black canvas (tokensparse/data/
 moving_fashion_mnist.py, built offline on first use). Model: the small Fashion-MNIST ViT
@@ -14,13 +14,11 @@ TokenLearner v1.1 before block 3 turns each frame's 36 tokens into 8, so blocks 
 position embedding resampled 8x8 -> 6x6, temporal embedding zero) and train 2 epochs.
 Arguments: `tl`, `tokens=16`, `at=0.75`, `fuser`, `runlocal` (a 20-step smoke test).
 """
-import ml_collections
-
 from tokensparse import configs
 
 
 def get_config(arg: str = ''):
-  c = configs.from_file('vit/fashion_mnist.py', )
+  c = configs.from_file('vit/fashion_mnist.py')
   options = configs.parse_options(arg, known=('tl', 'tokens', 'at', 'fuser', 'runlocal'))
   with c.unlocked():
     c.model.update(image_size=42, num_frames=8)
@@ -34,10 +32,9 @@ def get_config(arg: str = ''):
     c.checkpoint_every_steps = 200
     c.init_from.path = 'runs/vit_fashion_mnist_canvas'
     if 'tl' in options:
-      c.model.name = 'token_learner'
-      c.model.token_learner = ml_collections.ConfigDict(dict(
-          num_tokens=int(options.get('tokens', 8)), at=float(options.get('at', 0.5)),
-          version='v1.1', reduce='sum', bottleneck=64, fuser='fuser' in options))
+      configs.use_method(c, 'token_learner', num_tokens=int(options.get('tokens', 8)),
+                         at=float(options.get('at', 0.5)), version='v1.1', reduce='sum',
+                         bottleneck=64, fuser='fuser' in options)
     if 'runlocal' in options:
       c.total_steps = 20
       c.log_every_steps = 5
