@@ -3,6 +3,7 @@ recipe, at three MAC budgets, with accuracy, MACs and measured speed in one tabl
 
     python benchmarks/compare.py            # the full comparison (see BENCHMARKS.md for its time)
     python benchmarks/compare.py --quick    # a few-minute smoke run of the same machinery
+    python benchmarks/compare.py --rows ats # one method's lines beside the full table
 
 Resumable: every run lives in its own work directory under runs/compare/ (runs/compare-quick/
 for --quick); a finished one is skipped, an interrupted one resumes. Stages:
@@ -33,7 +34,9 @@ for --quick); a finished one is skipped, an interrupted one resumes. Stages:
    by the same rate (the speed depends on the widths only).
 
 Writes the 'compare' section of BENCHMARKS.md and docs/compare/pareto.png (--quick: COMPARE.md
-and pareto.png in runs/compare-quick/, leaving BENCHMARKS.md alone).
+and pareto.png in runs/compare-quick/, leaving BENCHMARKS.md alone). `--rows KEY,...` runs the
+teacher, the dense reference and only those lines (a method added after the full run), into the
+section 'compare_KEY' and docs/compare/pareto_KEY.png; the Eventful clip table is left out.
 """
 from __future__ import annotations
 
@@ -83,6 +86,7 @@ class Settings:
   iters: int = 2
   report: str = ''                       # markdown file; '' = BENCHMARKS.md section 'compare'
   plot: str = os.path.normpath(os.path.join(ROOT, 'docs', 'compare', 'pareto.png'))
+  rows: tuple = ()                       # the lines to run (keys of ROWS); () = all
 
 
 def log(msg):
@@ -417,7 +421,8 @@ def pareto_plot(rows: list[dict], path: str) -> None:
     d.text((x0 + 8, 30), ylabel, fill=(0, 0, 0))
 
   acc_lines, speed_lines, xs, ys, sx, sy = [], [], [], [], [], []
-  for method in ['dense'] + list(ROWS):
+  present = ['dense'] + [k for k in ROWS if any(r['method'] == k for r in rows)]
+  for method in present:
     for shelf in (False, True):
       pts = [(r['mac_fraction'], r['accuracy']) for r in rows
              if r['method'] == method and r['off_the_shelf'] == shelf]
@@ -437,7 +442,7 @@ def pareto_plot(rows: list[dict], path: str) -> None:
     panel(w, 'measured speed-up, batch 32, vs MAC reduction (grey: y = x)', sx, sy, speed_lines,
           'dense MACs / method MACs', 'speed-up', diagonal=True)
   y = h + 20
-  for i, method in enumerate(['dense'] + list(ROWS)):
+  for i, method in enumerate(present):
     label = 'dense (+ same epochs)' if method == 'dense' else ROWS[method][1].label
     x = 20 + (i % 4) * 270
     yy = y + (i // 4) * 22
@@ -464,9 +469,13 @@ def report(settings: Settings, rows, eventful, teacher_result, dense_ref, elapse
   speed_name = settings.speed_model.get('variant', 'custom')
   length_text = (f'{settings.epochs:g} epoch(s)' if not settings.row_steps else
                  f'{settings.row_steps} steps')
+  subset = f' --rows {",".join(settings.rows)}' if settings.rows else ''
+  heading = ('## Which method at which budget' if not settings.rows else
+             f'### {", ".join(ROWS[k][1].label for k in settings.rows)} in the comparison')
+  plot = os.path.relpath(settings.plot, ROOT)
   body = (
-      '## Which method at which budget\n\n'
-      f'`python benchmarks/compare.py` at {git_revision()} on {device_description()}, '
+      f'{heading}\n\n'
+      f'`python benchmarks/compare.py{subset}` at {git_revision()} on {device_description()}, '
       f'{elapsed / 60:.0f} min. Every row starts from the same dense teacher '
       f'(`{os.path.relpath(os.path.join(settings.root, "teacher"), ROOT)}`: '
       f'{100 * teacher_result["accuracy"]:.2f} % on {teacher_result["examples"]} test images) and '
@@ -480,7 +489,7 @@ def report(settings: Settings, rows, eventful, teacher_result, dense_ref, elapse
       f'{gain:+.2f} points ({"< 0.2: converged" if converged else ">= 0.2: NOT converged; train the teacher longer"}).\n\n'
       + table(['method', 'setting', 'test accuracy', 'vs dense', 'MMACs', 'MACs / dense',
                f'{speed_name} MACs / dense', 'speed-up b32', 'speed-up b1'], t)
-      + '\n\n![accuracy vs MACs; speed-up vs MAC reduction](docs/compare/pareto.png)\n')
+      + f'\n\n![accuracy vs MACs; speed-up vs MAC reduction]({plot})\n')
   if ev:
     body += ('\n### Eventful Transformer on clips, off the shelf\n\n'
              'The teacher run as an Eventful Transformer on Moving Fashion-MNIST test clips '
@@ -505,9 +514,10 @@ def run(settings: Settings) -> str:
   rows.append(dict(method='dense', label='dense + same training', setting='all tokens',
                    off_the_shelf=False, budget=1.0, accuracy=100 * dense_ref['accuracy'],
                    vs_dense=0.0, mmacs=dense_macs / 1e6, mac_fraction=1.0))
-  plan = [(key, budget) for key in ROWS for budget in settings.budgets]
+  keys = settings.rows or tuple(ROWS)
+  plan = [(key, budget) for key in keys for budget in settings.budgets]
   staged = {key: STAGED[key](settings, teacher_dir, list(settings.budgets), channels)
-            for key, (_, variant) in ROWS.items() if variant.recipe is None}
+            for key in keys if ROWS[key][1].recipe is None}
   for key, budget in plan:
     method, variant = ROWS[key]
     label = variant.label
@@ -536,7 +546,7 @@ def run(settings: Settings) -> str:
                      budget=budget, accuracy=100 * result['accuracy'],
                      vs_dense=100 * (result['accuracy'] - dense_ref['accuracy']),
                      mmacs=frac * dense_macs / 1e6, mac_fraction=frac))
-  eventful = eventful_rows(settings, teacher_dir) if settings.clips else []
+  eventful = eventful_rows(settings, teacher_dir) if settings.clips and not settings.rows else []
   timing = speed(settings, plan)
   for r in rows:
     key = ('dense', 1.0) if r['method'] == 'dense' else (r['method'], r['budget'])
@@ -551,7 +561,7 @@ def run(settings: Settings) -> str:
     with open(settings.report, 'w') as f:
       f.write(body)
   else:
-    write_section('compare', body)
+    write_section('compare' + ''.join(f'_{k}' for k in settings.rows), body)
   log(f'done in {(time.time() - start) / 60:.1f} min: {settings.report or "BENCHMARKS.md"}, '
       f'{settings.plot}')
   return body
@@ -589,8 +599,21 @@ def main():
   parser.add_argument('--quick', action='store_true', help='a few-minute smoke run')
   parser.add_argument('--epochs', type=float, default=1.0, help='training of every row')
   parser.add_argument('--teacher_epochs', type=float, default=12)
+  parser.add_argument('--rows', default='', help='comma-separated lines to run (e.g. ats): '
+                      f'{", ".join(ROWS)}; default all')
   args = parser.parse_args()
-  run(quick_settings() if args.quick else full_settings(args))
+  settings = quick_settings() if args.quick else full_settings(args)
+  if args.rows:
+    rows = tuple(k for k in args.rows.split(',') if k)
+    unknown = [k for k in rows if k not in ROWS]
+    if unknown:
+      raise SystemExit(f'error: --rows {args.rows}: unknown {", ".join(unknown)}; lines: '
+                       f'{", ".join(ROWS)}')
+    tail = ''.join(f'_{k}' for k in rows)
+    settings = dataclasses.replace(
+        settings, rows=rows, plot=settings.plot.replace('pareto.png', f'pareto{tail}.png'),
+        report=settings.report.replace('COMPARE.md', f'COMPARE{tail}.md'))
+  run(settings)
 
 
 if __name__ == '__main__':

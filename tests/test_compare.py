@@ -102,3 +102,14 @@ def test_compare_runs_every_stage_and_resumes(tmp_path, capsys):
   out = capsys.readouterr().out
   assert 'training in' not in out and out.count('skipped') >= len(stamps)
   assert stamps == {p: os.path.getmtime(p) for p in stamps}
+
+
+def test_rows_option_runs_one_method_beside_the_full_table(tmp_path):
+  import dataclasses
+  settings = dataclasses.replace(tiny_settings(tmp_path), rows=('ats',))
+  body = compare.run(settings)
+  rows = json.load(open(os.path.join(settings.root, 'results.json')))
+  assert {r['method'] for r in rows} == {'dense', 'ats'}
+  assert sum(r['off_the_shelf'] for r in rows) == 1        # ATS is training-free
+  assert body.startswith('### ATS in the comparison') and '--rows ats' in body
+  assert 'Eventful Transformer on clips' not in body

@@ -16,10 +16,10 @@ from typing import Any
 
 import ml_collections
 
-from tokensparse.methods import dynamic_vit, eventful, evit, token_learner, tome, vit, vtp
+from tokensparse.methods import ats, dynamic_vit, eventful, evit, token_learner, tome, vit, vtp
 from tokensparse.methods.base import Method, Variant  # noqa: F401  (re-exported)
 
-_PACKAGES = (vit, dynamic_vit, token_learner, vtp, eventful, tome, evit)
+_PACKAGES = (vit, dynamic_vit, token_learner, vtp, eventful, tome, evit, ats)
 REGISTRY: dict[str, Method] = {m.name: m for p in _PACKAGES for m in p.METHODS}
 NAMES = tuple(REGISTRY)
 
