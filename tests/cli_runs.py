@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from tokensparse.data import pipeline
-from tokensparse import checkpoint
+from tokensparse import checkpoint, cpu
 from tests import fake_data
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +41,7 @@ def train_cmd(config_path, workdir, *extra):
 def env(devices: int) -> dict:
   e = dict(os.environ, PYTHONPATH=REPO)
   e['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
-                    '--xla_cpu_multi_thread_eigen=false')
+                    '--xla_cpu_multi_thread_eigen=false ' + cpu.COLLECTIVE_PATIENCE)
   return e
 
 

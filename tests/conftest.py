@@ -1,10 +1,12 @@
 """Test set-up: 8 emulated CPU devices, set before the first JAX operation."""
 import os
 
+from tokensparse.cpu import COLLECTIVE_PATIENCE  # (imports no JAX)
+
 # Eight emulated devices, each single-threaded: XLA's shared CPU thread pool can wedge a
 # cross-device all-reduce when several host devices compete for it on a small machine.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8 '
-                      '--xla_cpu_multi_thread_eigen=false')
+                      '--xla_cpu_multi_thread_eigen=false ' + COLLECTIVE_PATIENCE)
 
 import chex  # noqa: E402
 import pytest  # noqa: E402

@@ -138,7 +138,8 @@ def test_exported_eventful_step_matches(tmp_path):
 
 
 def test_clip_runner_refuses_non_image_models(tmp_path):
-  with pytest.raises(ValueError, match="Eventful runs a per-frame image ViT; this model is "
+  with pytest.raises(ValueError, match="Eventful runs a per-frame image ViT or a factorised "
+                                       "video ViT; this model is "
                                        "'token_learner'"):
     methods.get('eventful').clip_runner(_token_learner(tmp_path), 4)
   runner = methods.get('eventful').clip_runner(_predictor(tmp_path), 5)

@@ -59,7 +59,11 @@ def base() -> ml_collections.ConfigDict:
       mlp_dim=config_dict.placeholder(object),   # int, or one int per block
       head_dim=config_dict.placeholder(object),  # default width // num_heads
       attn_scale=config_dict.placeholder(float),
-      distilled=False, classifier='token', num_frames=0, dropout=0.0, attn_dropout=0.0, droppath=0.0, dtype='float32'))
+      distilled=False, classifier='token', num_frames=0, dropout=0.0, attn_dropout=0.0,
+      droppath=0.0, dtype='float32',
+      # clips (num_frames > 0): 'joint' spatio-temporal attention, ViViT's 'factorised' encoder
+      # (tubelet frames per token, temporal_depth temporal blocks) or per-step 'frames'
+      video='joint', tubelet=1, temporal_depth=0))
 
   c.data = ml_collections.ConfigDict(dict(
       name='fashion_mnist', data_dir='', source_dir='', train_split='train', eval_split='test',
@@ -172,6 +176,14 @@ def from_file(path: str, arg: str = ''):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def load(path: str, arg: str = ''):
+  """get_config(arg) of the config file at `path` (a file path, as on a command line)."""
+  spec = importlib.util.spec_from_file_location('config_loaded', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
 
 
 def check_command_line(spec: str, overrides: list[str]) -> None:

@@ -3,6 +3,8 @@
 Formats:
   * timm / DeiT state dicts: `.pth`/`.pt`/`.bin` (PyTorch zip pickles, read here without
     PyTorch; DeiT's `{'model': ...}` wrapper is unwrapped) and `.safetensors`;
+  * the official Eventful Transformer code's factorised ViViT (`spatial_model.*`,
+    `temporal_model.*`, `embedding.conv`, `classifier`), recognised by its names;
   * vit_jax / AugReg `.npz` (names already match this library's scheme).
 
 Public entry points: `from_timm(state_dict, config)`, `from_vit_jax(arrays, config)` and
@@ -26,6 +28,7 @@ from tokensparse import backbone, methods
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+VIVIT_MEAN, VIVIT_STD = (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)  # the Eventful ViViT configs
 
 
 # The temporal embedding of a video model (model.num_frames > 0): zero, so an image checkpoint
@@ -170,9 +173,11 @@ def _assemble(source: Mapping[str, np.ndarray],
     if dst not in template or skipped(dst):
       continue
     value = np.asarray(fn(source[src]), np.float32)
-    if dst[-1] == 'pos_embedding' and value.shape != template[dst] and \
-        value.shape[-1] == template[dst][-1]:
+    if dst == ('Transformer', 'posembed_input', 'pos_embedding') and \
+        value.shape != template[dst] and value.shape[-1] == template[dst][-1]:
       value = np.asarray(F.resample_posemb(value, module.num_prefix, module.grid))
+    if dst == ('embedding', 'kernel') and value.ndim + 1 == len(template[dst]):
+      value = np.asarray(F.inflate_kernel(value, template[dst][0]))   # image -> tubelet
     if value.shape != template[dst]:
       problems.append(f'shape mismatch {src} -> {"/".join(dst)}: checkpoint '
                       f'{value.shape}, model {template[dst]}')
@@ -199,6 +204,39 @@ def _assemble(source: Mapping[str, np.ndarray],
   return traverse_util.unflatten_dict(params), info
 
 
+def block_rules(src: str, dst: tuple[str, ...], width: int, heads: int,
+                names: dict[str, str]) -> list:
+  """Rules for one pre-LN block from a PyTorch layout with a fused qkv Linear ([3*inner, D],
+  rows q | k | v, each heads x head_dim). `names` maps the roles 'norm1', 'qkv', 'proj', 'norm2',
+  'fc1', 'fc2' to the source's module names."""
+  att = dst + ('MultiHeadDotProductAttention_1',)
+  rules = []
+  for role, fn in (('norm1', 'LayerNorm_0'), ('norm2', 'LayerNorm_2')):
+    rules += [(src + names[role] + '.weight', dst + (fn, 'scale'), lambda w: w),
+              (src + names[role] + '.bias', dst + (fn, 'bias'), lambda w: w)]
+  for j, name in enumerate(('query', 'key', 'value')):
+    rules += [
+        (src + names['qkv'] + '.weight', att + (name, 'kernel'),
+         lambda w, j=j: np.split(w, 3)[j].T.reshape(width, heads, -1)),
+        (src + names['qkv'] + '.bias', att + (name, 'bias'),
+         lambda b, j=j: np.split(b, 3)[j].reshape(heads, -1))]
+  return rules + [
+      (src + names['proj'] + '.weight', att + ('out', 'kernel'),
+       lambda w: w.T.reshape(heads, -1, width)),
+      (src + names['proj'] + '.bias', att + ('out', 'bias'), lambda w: w),
+      (src + names['fc1'] + '.weight', dst + ('MlpBlock_3', 'Dense_0', 'kernel'), lambda w: w.T),
+      (src + names['fc1'] + '.bias', dst + ('MlpBlock_3', 'Dense_0', 'bias'), lambda w: w),
+      (src + names['fc2'] + '.weight', dst + ('MlpBlock_3', 'Dense_1', 'kernel'), lambda w: w.T),
+      (src + names['fc2'] + '.bias', dst + ('MlpBlock_3', 'Dense_1', 'bias'), lambda w: w),
+  ]
+
+
+TIMM_BLOCK = dict(norm1='norm1', qkv='attn.qkv', proj='attn.proj', norm2='norm2', fc1='mlp.fc1',
+                  fc2='mlp.fc2')
+VIVIT_BLOCK = dict(norm1='input_layer_norm', qkv='qkv', proj='projection',
+                      norm2='mlp_layer_norm', fc1='mlp_1', fc2='mlp_2')
+
+
 def timm_rules(model_config) -> list:
   """Rules mapping timm/DeiT names onto this library's parameter paths."""
   kw = backbone.backbone_kwargs(_model_config(model_config))
@@ -216,26 +254,33 @@ def timm_rules(model_config) -> list:
     rules += [(f'{head}.weight', (head, 'kernel'), lambda w: w.T),
               (f'{head}.bias', (head, 'bias'), lambda w: w)]
   for i in range(depth):
-    src, dst = f'blocks.{i}.', ('Transformer', f'encoderblock_{i}')
-    att = dst + ('MultiHeadDotProductAttention_1',)
-    for tn, fn in (('norm1', 'LayerNorm_0'), ('norm2', 'LayerNorm_2')):
-      rules += [(src + tn + '.weight', dst + (fn, 'scale'), lambda w: w),
-                (src + tn + '.bias', dst + (fn, 'bias'), lambda w: w)]
-    for j, name in enumerate(('query', 'key', 'value')):
-      # Fused qkv [3*inner, D]: rows are q | k | v, each split as heads x head_dim.
-      rules += [
-          (src + 'attn.qkv.weight', att + (name, 'kernel'),
-           lambda w, j=j: np.split(w, 3)[j].T.reshape(width, heads, -1)),
-          (src + 'attn.qkv.bias', att + (name, 'bias'),
-           lambda b, j=j: np.split(b, 3)[j].reshape(heads, -1))]
-    rules += [
-        (src + 'attn.proj.weight', att + ('out', 'kernel'), lambda w: w.T.reshape(heads, -1, width)),
-        (src + 'attn.proj.bias', att + ('out', 'bias'), lambda w: w),
-        (src + 'mlp.fc1.weight', dst + ('MlpBlock_3', 'Dense_0', 'kernel'), lambda w: w.T),
-        (src + 'mlp.fc1.bias', dst + ('MlpBlock_3', 'Dense_0', 'bias'), lambda w: w),
-        (src + 'mlp.fc2.weight', dst + ('MlpBlock_3', 'Dense_1', 'kernel'), lambda w: w.T),
-        (src + 'mlp.fc2.bias', dst + ('MlpBlock_3', 'Dense_1', 'bias'), lambda w: w),
-    ]
+    rules += block_rules(f'blocks.{i}.', ('Transformer', f'encoderblock_{i}'), width, heads,
+                         TIMM_BLOCK)
+  return rules
+
+
+def vivit_rules(model_config) -> list:
+  """Rules for the official Eventful code's factorised ViViT (the output of its
+  scripts/convert/vivit.py: embedding.conv, spatial_model, temporal_model, classifier) onto a
+  model with model.video='factorised'. The class token sits first in each position encoding."""
+  kw = backbone.backbone_kwargs(_model_config(model_config))
+  width, heads = kw['width'], kw['num_heads']
+  rules = [('embedding.conv.weight', ('embedding', 'kernel'),
+            lambda w: w.transpose(2, 3, 4, 1, 0)),           # [D, C, t, p, p] -> [t, p, p, C, D]
+           ('embedding.conv.bias', ('embedding', 'bias'), lambda w: w),
+           ('classifier.weight', ('head', 'kernel'), lambda w: w.T),
+           ('classifier.bias', ('head', 'bias'), lambda w: w)]
+  for part, encoder, cls, depth in (('spatial_model', 'Transformer', 'cls', kw['depth']),
+                                    ('temporal_model', 'TemporalTransformer', 'temporal_cls',
+                                     kw.get('temporal_depth', 0))):
+    rules += [(f'{part}.class_token', (cls,), lambda w: w),
+              (f'{part}.backbone.position_encoding.encoding',
+               (encoder, 'posembed_input', 'pos_embedding'), lambda w: w),
+              (f'{part}.layer_norm.weight', (encoder, 'encoder_norm', 'scale'), lambda w: w),
+              (f'{part}.layer_norm.bias', (encoder, 'encoder_norm', 'bias'), lambda w: w)]
+    for i in range(depth):
+      rules += block_rules(f'{part}.backbone.blocks.{i}.', (encoder, f'encoderblock_{i}'),
+                           width, heads, VIVIT_BLOCK)
   return rules
 
 
@@ -250,6 +295,9 @@ def from_timm(state_dict: Mapping[str, Any], config, *, skip: tuple[str, ...] = 
     state_dict = state_dict['model']
   sd = {k.removeprefix('module.'): _to_numpy(v) for k, v in state_dict.items()}
   mc = _model_config(config)
+  if 'spatial_model.class_token' in sd:  # the official Eventful code's ViViT
+    return _assemble(sd, vivit_rules(config) + list(extra_rules or []), config,
+                     'vivit', (VIVIT_MEAN, VIVIT_STD), skip)
   rules = timm_rules(config) + methods.get(mc.get('name', 'vit')).checkpoint_rules(mc)
   rules += list(extra_rules or [])
   return _assemble(sd, rules, config, 'timm', (IMAGENET_MEAN, IMAGENET_STD), skip)

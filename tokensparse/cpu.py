@@ -19,4 +19,12 @@ def use_host_devices(count: int | None = None) -> None:
   # Eigen single-threaded per device (XLA has no other intra-op thread flag: TensorFlow's
   # `intra_op_parallelism_threads` is unknown to it and aborts the process with `--`).
   os.environ['XLA_FLAGS'] = (f'{flags} --xla_force_host_platform_device_count={count} '
-                             '--xla_cpu_multi_thread_eigen=false').strip()
+                             '--xla_cpu_multi_thread_eigen=false ' + COLLECTIVE_PATIENCE).strip()
+
+
+# XLA aborts the whole process (no exception, no checkpoint) when one emulated device reaches a
+# cross-device reduction 40 s after another, which happens on a loaded machine (seen here: a
+# niced run beside a test suite). Host devices are threads of one process, so a late one is
+# slow, not lost: wait up to 30 minutes, and warn after 5.
+COLLECTIVE_PATIENCE = ('--xla_cpu_collective_call_warn_stuck_timeout_seconds=300 '
+                       '--xla_cpu_collective_call_terminate_timeout_seconds=1800')

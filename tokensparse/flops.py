@@ -36,7 +36,23 @@ def add(total: dict, part: dict) -> dict:
 
 
 def patch_embed_macs(model: ViT, channels: int = 3) -> int:
-  return model.frames * model.num_patches * model.patch_size ** 2 * channels * model.width
+  """The patch (tubelet) embedding of one input."""
+  tubelet = model.tubelet if model.factorised else 1
+  return (model.steps * model.frames * model.num_patches * tubelet * model.patch_size ** 2
+          * channels * model.width)
+
+
+def temporal_macs(model: ViT) -> dict:
+  """The temporal blocks of a factorised model (over its time steps + prefix), by part."""
+  counts = {}
+  if model.factorised:
+    head_dim = per_layer(model.head_dim, model.depth - 1) or model.width // model.num_heads
+    mlp_dim = per_layer(model.mlp_dim, model.depth - 1)
+    for _ in range(model.temporal_depth):
+      add(counts, {f'temporal_{k}': v for k, v in block_macs(
+          model.num_prefix + model.steps, model.width, model.num_heads, head_dim,
+          mlp_dim).items()})
+  return counts
 
 
 def head_macs(model: ViT) -> int:
@@ -45,11 +61,12 @@ def head_macs(model: ViT) -> int:
 
 def vit_macs(model: ViT, channels: int = 3,
              tokens_per_block: Sequence[int | tuple[int, int]] | None = None) -> dict:
-  """MACs of a dense ViT for one image, by part, with 'total'.
+  """MACs of a dense ViT for one image (one clip), by part, with 'total'.
 
   `tokens_per_block` overrides the token count each block sees (methods that drop tokens):
   an int per block, or (tokens of the attention half, tokens of the MLP half) for methods
-  that change the tokens inside a block.
+  that change the tokens inside a block. A factorised model's spatial blocks run once per
+  time step (`tokens_per_block` counts one step), then its temporal blocks.
   """
   tokens = model.num_prefix + model.frames * model.num_patches
   counts = {'patch_embed': patch_embed_macs(model, channels)}
@@ -60,7 +77,8 @@ def vit_macs(model: ViT, channels: int = 3,
     mlp_dim = per_layer(model.mlp_dim, i)
     attn = block_macs(n_attn, model.width, model.num_heads, head_dim, mlp_dim)
     attn['mlp'] = block_macs(n_mlp, model.width, model.num_heads, head_dim, mlp_dim)['mlp']
-    add(counts, attn)
+    add(counts, {k: v * model.steps for k, v in attn.items()})
+  add(counts, temporal_macs(model))
   counts['head'] = head_macs(model)
   counts['total'] = sum(counts.values())
   return counts

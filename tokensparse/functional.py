@@ -109,6 +109,14 @@ def resample_posemb(posemb: jax.Array, num_prefix: int, new_grid: tuple[int, int
   return jnp.concatenate([prefix, grid.reshape(1, new_grid[0] * new_grid[1], -1)], axis=1)
 
 
+def inflate_kernel(kernel: jax.Array, frames: int) -> jax.Array:
+  """An image patch-embedding kernel [p, p, C, D] as a tubelet kernel [t, p, p, C, D] by ViViT's
+  central-frame initialisation: the middle frame holds the image kernel, the others are zero, so
+  each tubelet embeds as its middle frame would."""
+  out = jnp.zeros((frames,) + tuple(kernel.shape), kernel.dtype)
+  return out.at[frames // 2].set(kernel)
+
+
 # ----------------------------------------------------------------------------- tokens
 def gather_tokens(x: jax.Array, indices: jax.Array) -> jax.Array:
   """Rows of x at indices, per batch element. x: [B, N, ...], indices: [B, K] -> [B, K, ...]."""

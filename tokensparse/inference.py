@@ -34,7 +34,7 @@ class Predictor:
     self.variables = variables
     self.mean = np.asarray(config.data.mean, np.float32)
     self.std = np.asarray(config.data.std, np.float32)
-    self.channels = int(np.shape(variables['params']['embedding']['kernel'])[2])
+    self.channels = int(np.shape(variables['params']['embedding']['kernel'])[-2])
     self._apply = jax.jit(lambda v, x: self.model.apply(v, x)[0])
 
   @property

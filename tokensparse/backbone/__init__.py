@@ -80,6 +80,29 @@ def validate(m: Any) -> dict[str, Any]:
     if not 0.0 <= m.get(field, 0.0) < 1.0:
       fail(f'model.{field}', m[field], 'must be in [0, 1)')
   check_head(m.get('classifier', 'token'), m.get('distilled', False))
-  if not isinstance(m.get('num_frames', 0), int) or m.get('num_frames', 0) < 0:
-    fail('model.num_frames', m.num_frames, 'must be 0 (images) or the frames per clip')
+  frames = m.get('num_frames', 0)
+  if not isinstance(frames, int) or frames < 0:
+    fail('model.num_frames', frames, 'must be 0 (images) or the frames per clip')
+  video, tubelet = m.get('video', 'joint'), m.get('tubelet', 1)
+  temporal = m.get('temporal_depth', 0)
+  if video not in ('joint', 'factorised', 'frames'):
+    fail('model.video', video, "expected 'joint', 'factorised' or 'frames'")
+  if not isinstance(temporal, int) or temporal < 0:
+    fail('model.temporal_depth', temporal, 'must be a non-negative number of blocks')
+  if not isinstance(tubelet, int) or tubelet < 1:
+    fail('model.tubelet', tubelet, 'must be a positive number of frames')
+  if video == 'factorised' and temporal < 1:
+    fail('model.temporal_depth', temporal, "model.video='factorised' needs temporal blocks")
+  if video != 'factorised' and temporal:
+    fail('model.temporal_depth', temporal, f"temporal blocks need model.video='factorised', "
+         f'not {video!r}')
+  if video == 'joint' and tubelet != 1:
+    fail('model.tubelet', tubelet, "tubelets need model.video='factorised' or 'frames'")
+  if video != 'joint':
+    if not frames:
+      fail('model.video', video, 'a video model needs model.num_frames (frames per clip)')
+    if frames % tubelet:
+      fail('model.num_frames', frames, f'not divisible by model.tubelet={tubelet}')
+    if m.get('distilled'):
+      fail('model.distilled', True, f'model.video={video!r} has no distillation token')
   return kw

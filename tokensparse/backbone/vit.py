@@ -9,6 +9,19 @@ clips [B, T, H, W, C] -> per-frame patch tokens + spatial position embedding (sh
 frames) + `temporal_embedding` [1, T, D] -> the same blocks over all T*N tokens at once;
 tokens are ordered frame by frame, so `x[:, p:].reshape(B, T, N, D)` recovers the frames.
 
+`video='factorised'` (with num_frames and `temporal_depth=L`) makes it ViViT's factorised
+encoder (Arnab et al. 2021, model 2), the video model of the Eventful paper:
+    clips [B, T, H, W, C] -> tubelet embedding (a t x p x p conv, `tubelet=t`) -> T' = T/t
+    time steps of N tokens -> per step: +cls, +position embedding, the spatial blocks (the
+    `Transformer` of an image ViT, names and all), encoder_norm, the step's cls (or mean)
+    -> [B, T', D] -> +temporal cls, +temporal position embedding -> L temporal blocks
+    (`TemporalTransformer`) -> norm -> head(cls) -> logits.
+The time steps are folded into the batch of the spatial part ([B*T', 1+N, D]), so `embed` ->
+`run_blocks` -> `finish` and every method built on them act on the spatial encoder per step;
+`finish` runs the temporal encoder (`temporal`). `video='frames'` is the same without a
+temporal encoder: the head classifies every step and the logits are averaged (late fusion, the
+per-frame baseline, which cannot see the order of the frames).
+
 `ViT.__call__` returns `(logits, aux)`; aux holds `tokens` (final normed tokens [B, T, D]),
 `pre_logits` ([B, D]) and, with `capture_blocks=True`, `blocks` (each block's output).
 Method models (tokensparse/methods/) subclass ViT and write only what differs:
@@ -115,6 +128,9 @@ class ViT(nn.Module):
   distilled: bool = False
   classifier: str = 'token'   # 'token' (class token) or 'gap' (mean of the final tokens)
   num_frames: int = 0         # 0: images [B, H, W, C]; T > 0: clips [B, T, H, W, C]
+  video: str = 'joint'        # clips: 'joint' attention, 'factorised' encoder, or 'frames'
+  tubelet: int = 1            # frames per tubelet ('factorised' and 'frames')
+  temporal_depth: int = 0     # temporal blocks of a factorised encoder
   dropout: float = 0.0
   attn_dropout: float = 0.0
   droppath: float = 0.0
@@ -135,18 +151,39 @@ class ViT(nn.Module):
     return (self.classifier == 'token') + int(self.distilled)
 
   @property
+  def factorised(self) -> bool:
+    """A video model whose spatial encoder runs on each time step alone ('factorised' and
+    'frames')."""
+    return bool(self.num_frames) and self.video in ('factorised', 'frames')
+
+  @property
   def frames(self) -> int:
-    """Time steps per input: 1 for images."""
-    return max(self.num_frames, 1)
+    """Time steps inside one token sequence: 1 for images and for a factorised model."""
+    return 1 if self.factorised else max(self.num_frames, 1)
+
+  @property
+  def steps(self) -> int:
+    """Token sequences per input: the T' tubelet steps of a factorised model, else 1."""
+    return self.num_frames // self.tubelet if self.factorised else 1
 
   def setup(self):
     check_head(self.classifier, self.distilled)
     p = self.patch_size
-    self.embedding = nn.Conv(self.width, (p, p), strides=(p, p), padding='VALID',
+    window = (self.tubelet, p, p) if self.factorised else (p, p)
+    self.embedding = nn.Conv(self.width, window, strides=window, padding='VALID',
                              dtype=self.dtype)
     if self.classifier == 'token':
       self.cls = self.param('cls', nn.initializers.truncated_normal(0.02), (1, 1, self.width))
-    if self.num_frames:
+    if self.factorised and self.temporal_depth:
+      if self.classifier == 'token':
+        self.temporal_cls = self.param('temporal_cls', nn.initializers.zeros, (1, 1, self.width))
+      self.TemporalTransformer = Encoder(
+          num_tokens=self.num_prefix + self.steps, width=self.width, depth=self.temporal_depth,
+          num_heads=self.num_heads, mlp_dim=per_layer(self.mlp_dim, self.depth - 1),
+          head_dim=per_layer(self.head_dim, self.depth - 1), attn_scale=self.attn_scale,
+          dropout=self.dropout, attn_dropout=self.attn_dropout, droppath=self.droppath,
+          dtype=self.dtype)
+    elif self.num_frames and not self.factorised:
       # Zero-initialised, so an image checkpoint starts as the same model on every frame.
       self.temporal_embedding = self.param('temporal_embedding', nn.initializers.zeros,
                                            (1, self.num_frames, self.width))
@@ -167,11 +204,14 @@ class ViT(nn.Module):
   def blocks(self) -> tuple[layers.EncoderBlock, ...]:
     return self.Transformer.blocks
 
-  def check_images(self, images: jax.Array) -> None:
+  def check_images(self, images: jax.Array, frames: int | None = None) -> None:
+    """Raise ValueError unless `images` have this model's input shape (`frames` overrides the
+    frames a clip has: one tubelet step of a factorised model, say)."""
     s = self.image_size
     if self.num_frames:
-      ok = images.ndim == 5 and tuple(images.shape[1:4]) == (self.num_frames, s, s)
-      expected = f'[batch, {self.num_frames}, {s}, {s}, channels] (model.num_frames=' \
+      t = frames or self.num_frames
+      ok = images.ndim == 5 and tuple(images.shape[1:4]) == (t, s, s)
+      expected = f'[batch, {t}, {s}, {s}, channels] (model.num_frames=' \
                  f'{self.num_frames}, model.image_size={s})'
     else:
       ok = images.ndim == 4 and tuple(images.shape[1:3]) == (s, s)
@@ -180,17 +220,23 @@ class ViT(nn.Module):
       raise ValueError(f'{"clips" if self.num_frames else "images"} have shape '
                        f'{tuple(images.shape)}; this model expects {expected}')
 
-  def embed(self, images: jax.Array, deterministic: bool = True) -> jax.Array:
+  def embed(self, images: jax.Array, deterministic: bool = True,
+            frames: int | None = None) -> jax.Array:
     """images [B, H, W, C] (clips [B, T, H, W, C]) -> tokens [B, num_prefix + T*N, D],
-    position embeddings added."""
-    self.check_images(images)
-    b = images.shape[0]
-    x = self.embedding(images.reshape(-1, *images.shape[-3:]).astype(self.dtype))
+    position embeddings added. Factorised: clips of `frames` (default num_frames) frames ->
+    [B*T', num_prefix + N, D], time steps folded into the batch."""
+    self.check_images(images, frames)
+    if self.factorised:
+      x = self.embedding(images.astype(self.dtype))              # [B, T', gh, gw, D]
+      b = x.shape[0] * x.shape[1]
+    else:
+      b = images.shape[0]
+      x = self.embedding(images.reshape(-1, *images.shape[-3:]).astype(self.dtype))
     x = x.reshape(b, self.frames, self.num_patches, self.width)
     posemb = self.Transformer.posembed_input.pos_embedding.astype(x.dtype)
     p = self.num_prefix
     x = x + posemb[:, None, p:]
-    if self.num_frames:
+    if self.num_frames and not self.factorised:
       x = x + self.temporal_embedding.astype(x.dtype)[:, :, None]
     x = x.reshape(b, -1, self.width)
     prefix = [jnp.broadcast_to(self.cls, (b, 1, self.width))] if self.classifier == 'token' else []
@@ -201,9 +247,13 @@ class ViT(nn.Module):
                           axis=1)
     return self.embed_dropout(x, deterministic=deterministic)
 
+  def pool(self, tokens: jax.Array) -> jax.Array:
+    """Normed tokens [B, T, D] -> the class token's (or the mean token) [B, D]."""
+    return tokens[:, 0] if self.classifier == 'token' else tokens.mean(axis=1)
+
   def classify(self, tokens: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Normed tokens [B, T, D] -> logits [B, classes] and the head's aux entries."""
-    pre_logits = tokens[:, 0] if self.classifier == 'token' else tokens.mean(axis=1)
+    pre_logits = self.pool(tokens)
     logits = self.head(pre_logits)
     aux = {'pre_logits': pre_logits}
     if self.distilled:
@@ -218,10 +268,36 @@ class ViT(nn.Module):
     """The forward tail every model shares: final tokens [B, T, D] -> encoder_norm -> head ->
     (float32 logits [B, classes], aux updated with the head's entries and the normed 'tokens')."""
     tokens = self.Transformer.encoder_norm(x)
-    logits, head_aux = self.classify(tokens)
+    if self.factorised:
+      features = self.pool(tokens)
+      logits, head_aux = self.temporal(features.reshape(-1, self.steps, self.width))
+    else:
+      logits, head_aux = self.classify(tokens)
     aux = dict(aux or {})
     aux.update(head_aux, tokens=tokens)
     return logits.astype(jnp.float32), aux
+
+  def temporal(self, features: jax.Array, deterministic: bool = True
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """A factorised model's temporal encoder and head: per-step features [B, T', D] (the
+    spatial encoder's pooled outputs) -> (logits [B, classes], {'pre_logits', 'step_features'}).
+    video='frames': the head on every step, logits averaged ('pre_logits' per step)."""
+    if not self.temporal_depth:
+      return self.head(features).astype(jnp.float32).mean(axis=1), {
+          'pre_logits': features, 'step_features': features}
+    b = features.shape[0]
+    encoder = self.TemporalTransformer
+    posemb = encoder.posembed_input.pos_embedding.astype(features.dtype)
+    p = self.num_prefix
+    x = features + posemb[:, p:]
+    if self.classifier == 'token':
+      cls = jnp.broadcast_to(self.temporal_cls, (b, 1, self.width)).astype(x.dtype)
+      x = jnp.concatenate([cls + posemb[:, :p], x], axis=1)
+    for block in encoder.blocks:
+      x = block(x, deterministic)
+    pre_logits = self.pool(encoder.encoder_norm(x))
+    return self.head(pre_logits).astype(jnp.float32), {'pre_logits': pre_logits,
+                                                       'step_features': features}
 
   def run_blocks(self, x: jax.Array, deterministic: bool = True, carry: Any = None, *,
                  between: Callable | None = None, after_attention: Callable | None = None,

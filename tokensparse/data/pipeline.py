@@ -30,10 +30,11 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from tokensparse.data import augment as augment_lib
-from tokensparse.data import fashion_mnist, moving_fashion_mnist
+from tokensparse.data import fashion_mnist, fashion_mnist_actions, moving_fashion_mnist
 
 LOCAL_BUILDERS = {'fashion_mnist': fashion_mnist.FashionMnist,
-                  'moving_fashion_mnist': moving_fashion_mnist.MovingFashionMnist}
+                  'moving_fashion_mnist': moving_fashion_mnist.MovingFashionMnist,
+                  'fashion_mnist_actions': fashion_mnist_actions.FashionMnistActions}
 DEFAULT_DATA_DIR = fashion_mnist.DEFAULT_DATA_DIR
 
 

@@ -118,8 +118,11 @@ def load_pretrained_params(params, config, model) -> Any:
     if key not in flat:
       problems.append(f'{name} is not a parameter of this model')
       continue
-    if key[-1] == 'pos_embedding' and flat[key].shape != np.shape(value):
+    if key == ('Transformer', 'posembed_input', 'pos_embedding') and \
+        flat[key].shape != np.shape(value):
       value = F.resample_posemb(np.asarray(value), model.num_prefix, model.grid)
+    if key == ('embedding', 'kernel') and np.ndim(value) + 1 == flat[key].ndim:
+      value = F.inflate_kernel(np.asarray(value), flat[key].shape[0])   # image -> tubelet
     if flat[key].shape != np.shape(value):
       hint = ' (set data.to_rgb=True for an RGB checkpoint)' if name == 'embedding/kernel' else ''
       problems.append(f'{name}: checkpoint {np.shape(value)}, model {flat[key].shape}{hint}')
@@ -136,11 +139,17 @@ def load_pretrained_params(params, config, model) -> Any:
 
 
 def evaluate(p_eval, rstate, data: Data) -> dict:
-  sums = None
+  """Metric means over every eval example. One batch runs while the next is dispatched: the
+  host never queues more (see `_train`)."""
+  sums, pending = None, None
   for batch in data.eval_iter():
     m = p_eval(rstate, batch)
-    sums = m if sums is None else jax.tree.map(lambda a, b: a + b, sums, m)
-  return steps.summarize(jax.tree.map(lambda x: np.asarray(x)[0], jax.device_get(sums)))
+    if pending is not None:
+      sums = steps.add_metrics(sums, steps.host_metrics(pending))
+    pending = m
+  if pending is not None:
+    sums = steps.add_metrics(sums, steps.host_metrics(pending))
+  return steps.summarize(sums)
 
 
 def adopt_model_fields(config):
@@ -235,16 +244,23 @@ def _train(config, workdir, *, state, start, total_steps, batches, p_train, p_ev
   ckpt_every = config.get('checkpoint_every_steps') or 0
   # Throughput counts training only: time spent evaluating and saving is subtracted.
   sums, t_last, seen, paused, t_start, result = None, time.time(), 0, 0.0, time.time(), {}
+  # The host runs one step ahead at most: it reads a step's metrics right after dispatching the
+  # next one. With more in flight, XLA's CPU client can deadlock (each emulated device's queued
+  # launches wait for threads that its peers hold inside a cross-device all-reduce).
+  pending = None
   for step in range(start + 1, total_steps + 1):
     rstate, m = p_train(rstate, next(batches))
-    sums = m if sums is None else jax.tree.map(lambda a, b: a + b, sums, m)
+    if pending is not None:
+      sums = steps.add_metrics(sums, steps.host_metrics(pending))
+    pending = m
     seen += config.batch_size
     if step == start + 1:  # keep compilation out of the images/s figure
       jax.block_until_ready(m)
       log(f'compiled and ran the first step in {time.time() - t_last:.1f}s')
       t_last, seen = time.time(), 0
     if step % log_every == 0 or step == total_steps:
-      train = steps.summarize(jax.tree.map(lambda x: np.asarray(x)[0], jax.device_get(sums)))
+      sums, pending = steps.add_metrics(sums, steps.host_metrics(pending)), None
+      train = steps.summarize(sums)
       if not np.isfinite(train['loss']):
         last = mngr.latest_step()
         raise FloatingPointError(

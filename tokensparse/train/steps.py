@@ -11,6 +11,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -40,9 +41,21 @@ def replicate(tree, devices=None):
 
 
 def unreplicate(tree):
-  """The first device's copy of a replicated tree (any device count, unlike flax's helper,
-  which keeps the device axis for a one-device pmap on a multi-device host)."""
-  return jax.tree.map(lambda x: x[0], tree)
+  """The first device's copy of a replicated tree, on the host (numpy): read from device 0's
+  shard of each array, so no computation is dispatched per leaf (hundreds of small gathers
+  queued on the devices can exhaust XLA's CPU launch threads), for any device count."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))[0], tree)
+
+
+def host_metrics(metrics) -> dict:
+  """Metric sums of a pmapped step (identical on every device after psum) as numpy values,
+  from device 0's shard: this waits for the step to finish."""
+  return {k: np.asarray(v.addressable_data(0))[0] for k, v in metrics.items()}
+
+
+def add_metrics(sums: dict | None, metrics: dict) -> dict:
+  """Running sums of host metric dicts (numpy, in the metrics' own float32)."""
+  return dict(metrics) if sums is None else {k: sums[k] + metrics[k] for k in sums}
 
 
 def train_step(state: TrainState, batch, *, model, tx, loss_fn, lr_fn):

@@ -16,7 +16,7 @@ from ml_collections import config_dict
 from tokensparse import backbone
 from tokensparse.backbone.vit import per_layer
 from tokensparse.fields import fail, int_or_list, int_tuple
-from tokensparse.flops import block_macs, head_macs, patch_embed_macs
+from tokensparse.flops import block_macs, head_macs, patch_embed_macs, temporal_macs
 from tokensparse.methods.ats.model import ATSViT
 from tokensparse.methods.base import Method, Variant
 
@@ -90,8 +90,9 @@ class ATSMethod(Method):
       parts['proj'] = k * inner * model.width
       parts['mlp'] = 2 * k * model.width * mlp_dim
       for key, value in parts.items():
-        counts[key] = counts.get(key, 0) + value
+        counts[key] = counts.get(key, 0) + value * model.steps
       n = k
+    counts.update(temporal_macs(model))
     counts['head'] = head_macs(model)
     counts['total'] = sum(counts.values())
     return counts

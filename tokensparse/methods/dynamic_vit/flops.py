@@ -23,8 +23,8 @@ def dynamic_vit_macs(model, channels: int = 3) -> dict:
       kept = model.counts[s]
     tokens_per_block.append(p + kept)
   counts = vit_macs(model, channels, tokens_per_block)
-  counts['predictors'] = pred
-  counts['total'] += pred
+  counts['predictors'] = pred * model.steps
+  counts['total'] += pred * model.steps
   return counts
 
 

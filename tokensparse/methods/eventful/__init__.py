@@ -25,7 +25,8 @@ from tokensparse.fields import fail
 from tokensparse.methods.base import Method
 from tokensparse.methods.eventful import flops
 from tokensparse.methods.eventful.export import export_eventful_step
-from tokensparse.methods.eventful.model import VARIANTS, EventfulViT, run_clip  # noqa: F401
+from tokensparse.methods.eventful.model import (VARIANTS, EventfulViT, run_clip,  # noqa: F401
+                                               run_video)
 
 
 class EventfulMethod(Method):
@@ -52,15 +53,19 @@ class EventfulMethod(Method):
       fail('model.eventful.capacity', f.capacity, f'must be in [0, N={n}] (0 means N)')
     if f.threshold is not None and f.threshold < 0:
       fail('model.eventful.threshold', f.threshold, 'must be >= 0')
-    if kw.get('num_frames'):
-      fail('model.num_frames', kw['num_frames'], 'Eventful runs a per-frame backbone: must be 0')
+    if kw.get('num_frames') and kw.get('video', 'joint') == 'joint':
+      fail('model.video', 'joint', "Eventful runs a per-frame (per-step) backbone: an image "
+           "model, or a video model with model.video='factorised' or 'frames'")
 
   def budget_knobs(self, kw):
     n = backbone.num_prefix(kw) + backbone.num_patches(kw)
     return [dict(capacity=r) for r in range(1, n + 1)]
 
   def macs(self, model, channels=3):
-    """Per frame after the first (the first frame costs the dense model's)."""
+    """Image models: per frame after the first (the first frame costs the dense model's).
+    Video models: per clip (first step dense, the others eventful, temporal encoder dense)."""
+    if model.factorised:
+      return flops.eventful_clip_macs(model, channels=channels)
     return flops.eventful_macs(model, channels=channels)
 
   def figures(self, predictor, out, num_images=8):
@@ -72,21 +77,31 @@ class EventfulMethod(Method):
 
   def clip_runner(self, predictor, capacity: int = 0, variant: str = 'full',
                   threshold: float | None = None) -> Callable:
-    """A jitted fn: pixel clips [B, T, H, W, C] -> per-frame logits [B, T, classes], run by an
-    Eventful Transformer on a predictor's (per-frame image model's) weights."""
+    """A jitted fn on a predictor's weights, run by an Eventful Transformer: pixel clips
+    [B, T, H, W, C] -> per-frame logits [B, T, classes] (a per-frame image model), or clip
+    logits [B, classes] (a video model, model.video 'factorised' or 'frames')."""
     config = predictor.config
-    if config.model.get('name', 'vit') not in ('vit', self.name) or predictor.model.num_frames:
-      raise ValueError(f'Eventful runs a per-frame image ViT; this model is '
-                       f'{config.model.name!r} with num_frames={predictor.model.num_frames}')
+    model_ = predictor.model
+    if config.model.get('name', 'vit') not in ('vit', self.name) or (
+        model_.num_frames and not model_.factorised):
+      raise ValueError(f'Eventful runs a per-frame image ViT or a factorised video ViT; this '
+                       f'model is {config.model.name!r} with num_frames={model_.num_frames}, '
+                       f'video={model_.video!r}')
     model = EventfulViT(**backbone.backbone_kwargs(config.model), capacity=capacity,
                         variant=variant, threshold=threshold)
-    run = jax.jit(lambda v, c: run_clip(model, v, c)[0])
+    if model.factorised:
+      run = jax.jit(lambda v, c: run_video(model, v, c)['logits'])
+      want = predictor.input_shape
+    else:
+      run = jax.jit(lambda v, c: run_clip(model, v, c)[0])
+      want = (None,) + predictor.input_shape
 
     def fn(clips):
       shape = tuple(np.shape(clips))
-      if len(shape) != 5 or shape[2:] != predictor.input_shape:
-        raise ValueError(f'clips have shape {shape}; expected [batch, frames, '
-                         f'{", ".join(map(str, predictor.input_shape))}]')
+      if len(shape) != len(want) + 1 or any(w is not None and w != s
+                                            for w, s in zip(want, shape[1:])):
+        raise ValueError(f'clips have shape {shape}; expected [batch, '
+                         f'{", ".join("frames" if w is None else str(w) for w in want)}]')
       return run(predictor.variables, predictor.normalize(clips))
     return fn
 

@@ -1,7 +1,8 @@
-"""Operations of one Eventful frame (tokensparse.flops rules, plus the gates' error norms)."""
+"""Operations of one Eventful frame or video step (tokensparse.flops rules, plus the gates'
+error norms), and of a whole clip of a video model."""
 from __future__ import annotations
 
-from tokensparse.flops import add, head_macs, patch_embed_macs
+from tokensparse.flops import add, head_macs, patch_embed_macs, temporal_macs, vit_macs
 from tokensparse.backbone.vit import per_layer
 
 
@@ -13,7 +14,9 @@ def eventful_macs(model, tokens: int | None = None, channels: int = 3) -> dict:
   (2NMd per head); AV dense, or the two delta products of the full variant (2NMd per head)."""
   n, m = model.num_tokens, tokens if tokens is not None else model.m
   d = model.width
-  counts = {'patch_embed': patch_embed_macs(model, channels), 'head': head_macs(model)}
+  counts = {'patch_embed': patch_embed_macs(model, channels) // model.steps}
+  if not model.factorised:
+    counts['head'] = head_macs(model)
   for i in range(model.depth):
     inner = model.num_heads * (per_layer(model.head_dim, i) or d // model.num_heads)
     mlp = per_layer(model.mlp_dim, i)
@@ -25,4 +28,18 @@ def eventful_macs(model, tokens: int | None = None, channels: int = 3) -> dict:
             'mlp': 2 * m * d * mlp}
     add(counts, part)
   counts['total'] = sum(v for k, v in counts.items() if k != 'total')
+  return counts
+
+
+def eventful_clip_macs(model, tokens: int | None = None, channels: int = 3) -> dict:
+  """A video model's MACs per clip: the first step dense, each later step as
+  `eventful_macs`, then the dense temporal encoder and head; by part, with 'total'."""
+  dense = vit_macs(model, channels)
+  first = {k: v // model.steps for k, v in dense.items()
+           if k not in ('total', 'head') and not k.startswith('temporal_')}
+  later = eventful_macs(model, tokens, channels)
+  counts = {'first_step': sum(first.values()),
+            'later_steps': (model.steps - 1) * later['total'],
+            **temporal_macs(model), 'head': head_macs(model)}
+  counts['total'] = sum(counts.values())
   return counts

@@ -17,11 +17,18 @@ Policies (all static shapes, one compile per (capacity, variant)): the top-`capa
 exceeds it, at most `capacity`, validity-masked: works at any batch size).
 
 The state is an explicit pytree (`EventfulState`: one `BlockState` per block). Pure functions:
-    state, logits = model.apply(variables, frames, method=EventfulViT.init_state)  # dense
-    state, logits = model.apply(variables, state, frames, budget, method=EventfulViT.step)
+    state, out = model.apply(variables, frames, method=EventfulViT.init_state)  # dense
+    state, out = model.apply(variables, state, frames, budget, threshold, method=EventfulViT.step)
 and `run_clip` threads the state through `lax.scan` over a batch of clips.
 `init_state` is `step` from an empty state with every token selected, so the first frame is
-exactly the dense model.
+exactly the dense model. `budget` and `threshold` may be traced values: the budget can change at
+every step without recompiling (`run_clip(..., budget=[T - 1], threshold=[T - 1])`).
+
+Video models (the paper's ViViT, `model.video='factorised'`, or `'frames'`): a step is one
+tubelet time step, frames [B, t, H, W, C]; the spatial encoder runs as above and `out` is the
+step's pooled feature [B, D]; `run_video` scans the steps and runs the dense temporal encoder
+and head on the features (as the paper, only the spatial encoder is eventful). For image models
+`out` is the frame's logits.
 """
 from __future__ import annotations
 
@@ -84,8 +91,15 @@ class EventfulViT(ViT):
     if not 0 < self.m <= self.num_tokens:
       raise ValueError(f'eventful capacity={self.capacity}: must be in [1, N={self.num_tokens}] '
                        '(0 means N)')
-    if self.num_frames:
-      raise ValueError('EventfulViT runs a per-frame backbone: model.num_frames must be 0')
+    if self.num_frames and not self.factorised:
+      raise ValueError("Eventful runs a per-frame (per-step) backbone: an image model, or a "
+                       "video model with model.video='factorised' or 'frames'")
+
+  @property
+  def step_shape(self) -> tuple[int, ...]:
+    """The input of one step, without batch and channels: a frame, or one tubelet."""
+    s = self.image_size
+    return (self.tubelet, s, s) if self.factorised else (s, s)
 
   def empty_state(self, batch: int) -> EventfulState:
     n, d = self.num_tokens, self.width
@@ -151,33 +165,53 @@ class EventfulViT(ViT):
     return x, new, updated
 
   def _run(self, state: EventfulState, images, capacity, budget, threshold):
-    x = self.embed(images)
+    x = self.embed(images, frames=self.tubelet if self.factorised else None)
     blocks, updated = [], []
     for block, st in zip(self.blocks, state.blocks):
       x, st, upd = self._block(block, st, x, capacity, budget, threshold)
       blocks.append(st)
       updated.append(upd)
-    logits, _ = self.finish(x)
-    return EventfulState(blocks=tuple(blocks), updated=jnp.stack(updated, axis=1)), logits
+    if self.factorised:
+      out = self.pool(self.Transformer.encoder_norm(x))           # the step's feature [B, D]
+    else:
+      out, _ = self.finish(x)
+    return EventfulState(blocks=tuple(blocks), updated=jnp.stack(updated, axis=1)), out
 
   def init_state(self, images: jax.Array) -> tuple[EventfulState, jax.Array]:
-    """Dense pass over the first frames [B, H, W, C]: (filled state, logits [B, classes])."""
+    """Dense pass over the first frames [B, H, W, C] (a video model's first tubelet [B, t, H,
+    W, C]): (filled state, logits [B, classes] or the step's feature [B, D])."""
     self.check()
     return self._run(self.empty_state(images.shape[0]), images, self.num_tokens, None, None)
 
   def step(self, state: EventfulState, images: jax.Array,
-           budget: jax.Array | int | None = None) -> tuple[EventfulState, jax.Array]:
-    """One frame [B, H, W, C]: recompute at most `capacity` tokens per gate (fewer with a
-    traced `budget` or the model's `threshold`) -> (state, logits [B, classes])."""
+           budget: jax.Array | int | None = None,
+           threshold: jax.Array | float | None = None) -> tuple[EventfulState, jax.Array]:
+    """One frame [B, H, W, C] (tubelet [B, t, H, W, C]): recompute at most `capacity` tokens
+    per gate, fewer with a traced `budget` or a `threshold` (a traced value, or the model's)
+    -> (state, logits [B, classes] or the step's feature [B, D])."""
     self.check()
-    return self._run(state, images, self.m, budget, self.threshold)
+    return self._run(state, images, self.m, budget,
+                     self.threshold if threshold is None else threshold)
 
   def __call__(self, inputs: jax.Array, train: bool = False):
     """Images [B, H, W, C]: the dense pass (the first frame of a clip) -> (logits, {}).
     Clips [B, T, H, W, C]: frame 0 dense, the others through the gates (unrolled over T; use
     `run_clip` for lax.scan) -> (mean of the per-frame logits [B, classes], aux with
-    'frame_logits' [B, T, classes] and 'updated' [B, T, depth, N])."""
+    'frame_logits' [B, T, classes] and 'updated' [B, T, depth, N]). A video model's clips:
+    its steps through the gates, then the temporal encoder -> (logits, aux with
+    'step_features' [B, T', D] and 'updated' [B, T', depth, N])."""
     del train
+    if self.factorised:
+      self.check_images(inputs)
+      steps = inputs.reshape(inputs.shape[0], self.steps, self.tubelet, *inputs.shape[2:])
+      state, feature = self.init_state(steps[:, 0])
+      features, updated = [feature], [state.updated]
+      for t in range(1, self.steps):
+        state, feature = self.step(state, steps[:, t])
+        features.append(feature)
+        updated.append(state.updated)
+      logits, aux = self.temporal(jnp.stack(features, axis=1))
+      return logits, {**aux, 'updated': jnp.stack(updated, axis=1)}
     if inputs.ndim != 5:
       _, logits = self.init_state(inputs)
       return logits, {}
@@ -192,22 +226,47 @@ class EventfulViT(ViT):
                                        'updated': jnp.stack(updated, axis=1)}
 
 
-def run_clip(model: EventfulViT, variables: dict[str, Any], clips: jax.Array,
-             budget: jax.Array | int | None = None) -> tuple[jax.Array, jax.Array]:
-  """clips [B, T, H, W, C] -> (per-frame logits [B, T, classes], updated-token maps
-  [B, T, depth, N] of the qkv gates; frame 0 all True). The first frame is dense, the others go
-  through `step` inside `lax.scan`. `budget` (optional, traced): scalar or per-frame [T - 1]."""
-  state, first = model.apply(variables, clips[:, 0], method=EventfulViT.init_state)
-  frames = jnp.swapaxes(clips[:, 1:], 0, 1)                       # [T - 1, B, H, W, C]
-  budgets = None if budget is None else jnp.broadcast_to(jnp.asarray(budget, jnp.int32),
-                                                         (frames.shape[0],))
+def scan_steps(model: EventfulViT, variables: dict[str, Any], steps: jax.Array,
+               budget: jax.Array | int | None = None,
+               threshold: jax.Array | float | None = None):
+  """steps [B, S, *step input] -> (per-step outputs [B, S, ...], updated-token maps of the qkv
+  gates [B, S, depth, N]; step 0 all True). Step 0 is dense, the others go through `step`
+  inside `lax.scan`. `budget` / `threshold` (optional, traced): scalars or per-step [S - 1]."""
+  state, first = model.apply(variables, steps[:, 0], method=EventfulViT.init_state)
+  xs = jnp.swapaxes(steps[:, 1:], 0, 1)                            # [S - 1, B, ...]
+  per_step = lambda v, dtype: None if v is None else jnp.broadcast_to(
+      jnp.asarray(v, dtype), (xs.shape[0],))
 
   def body(st, inputs):
-    frame, r = inputs
-    st, logits = model.apply(variables, st, frame, r, method=EventfulViT.step)
-    return st, (logits, st.updated)
+    frame, r, h = inputs
+    st, out = model.apply(variables, st, frame, r, h, method=EventfulViT.step)
+    return st, (out, st.updated)
 
-  _, (logits, updated) = lax.scan(body, state, (frames, budgets))
-  logits = jnp.concatenate([first[:, None], jnp.swapaxes(logits, 0, 1)], axis=1)
+  _, (outs, updated) = lax.scan(body, state, (xs, per_step(budget, jnp.int32),
+                                              per_step(threshold, jnp.float32)))
+  outs = jnp.concatenate([first[:, None], jnp.swapaxes(outs, 0, 1)], axis=1)
   updated = jnp.concatenate([state.updated[:, None], jnp.swapaxes(updated, 0, 1)], axis=1)
-  return logits, updated
+  return outs, updated
+
+
+def run_clip(model: EventfulViT, variables: dict[str, Any], clips: jax.Array,
+             budget: jax.Array | int | None = None,
+             threshold: jax.Array | float | None = None) -> tuple[jax.Array, jax.Array]:
+  """An image model on clips [B, T, H, W, C] -> (per-frame logits [B, T, classes], updated-token
+  maps [B, T, depth, N] of the qkv gates; frame 0 all True). `budget` / `threshold` (optional,
+  traced): scalars or per-frame [T - 1]."""
+  return scan_steps(model, variables, clips, budget, threshold)
+
+
+def run_video(model: EventfulViT, variables: dict[str, Any], clips: jax.Array,
+              budget: jax.Array | int | None = None,
+              threshold: jax.Array | float | None = None) -> dict[str, jax.Array]:
+  """A video model (model.video 'factorised' or 'frames') on clips [B, T, H, W, C]: its T' =
+  T / tubelet steps through the eventful spatial encoder (`lax.scan`), then the dense temporal
+  encoder and head -> {'logits' [B, classes], 'step_features' [B, T', D], 'updated'
+  [B, T', depth, N]}. `budget` / `threshold` (optional, traced): scalars or per-step [T' - 1]."""
+  b, t = clips.shape[:2]
+  steps = clips.reshape(b, t // model.tubelet, model.tubelet, *clips.shape[2:])
+  features, updated = scan_steps(model, variables, steps, budget, threshold)
+  logits, _ = model.apply(variables, features, method=EventfulViT.temporal)
+  return {'logits': logits, 'step_features': features, 'updated': updated}

@@ -30,9 +30,9 @@ def token_learner_macs(model, channels: int = 3) -> dict:
   learner = t * token_learner_module_macs(n, model.width, s, model.learner_version,
                                           model.learner_bottleneck)
   later = model.depth - model.learner_layer
-  counts['token_learner'] = learner * (later if model.fuser else 1)
+  counts['token_learner'] = learner * (later if model.fuser else 1) * model.steps
   if model.fuser:
     counts['token_fuser'] = later * t * token_fuser_macs(n, model.width, s,
-                                                         model.learner_bottleneck)
+                                                         model.learner_bottleneck) * model.steps
   counts['total'] = sum(v for k, v in counts.items() if k != 'total')
   return counts

@@ -75,7 +75,8 @@ class ToMeMethod(Method):
     counts_in = ops.token_counts(tokens, rs)
     counts = vit_macs(model, channels, [(t, t - r) for t, r in zip(counts_in, rs)])
     head_dim = model.width // model.num_heads
-    counts['matching'] = sum(-(-t // 2) * (t // 2) * head_dim for t, r in zip(counts_in, rs) if r)
+    counts['matching'] = model.steps * sum(-(-t // 2) * (t // 2) * head_dim
+                                           for t, r in zip(counts_in, rs) if r)
     counts['total'] += counts['matching']
     return counts
 
