@@ -3,7 +3,6 @@ counts, no padding, as the reference code with drop_tokens at batch 1), plus its
 placement, figures and refused settings."""
 import math
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np

@@ -72,3 +72,39 @@ def test_unknown_builder_config_is_named(tmp_path):
   with pytest.raises(ValueError, match="data.name='moving_fashion_mnist/huge': moving_fashion_mnist "
                                        'has the configs default, tiny'):
     pipeline.get_builder(config.data)
+
+
+def test_actions_move_as_labelled_and_come_in_time_reversed_pairs():
+  from tokensparse.data import fashion_mnist_actions as A
+  item = np.full((28, 28), 200, np.uint8)
+  for action, name in enumerate(A.ACTIONS):
+    for seed in range(20):
+      pos = A.trajectory(action, 16, 42, np.random.default_rng([0, seed, 7]))
+      y, x = pos[:, 0], pos[:, 1]
+      visible = A.render(item, pos, 42).reshape(16, -1).astype(bool).sum(-1)
+      if name in ('left', 'right', 'up', 'down'):
+        along, across = (x, y) if name in ('left', 'right') else (y, x)
+        step = np.diff(along)
+        assert (step <= 0).all() if name in ('left', 'up') else (step >= 0).all()
+        assert along[0] != along[-1] and (across == across[0]).all()
+        assert (visible == 28 * 28).all()                         # always fully in view
+      else:
+        first, last = (0, -1) if name == 'enters' else (-1, 0)
+        assert visible[first] == 0 and visible[last] == 28 * 28   # outside -> fully inside
+  # A clip played backwards is one of the other class of its pair.
+  right = A.trajectory(1, 16, 42, np.random.default_rng([0, 3, 7]))
+  assert (np.diff(right[::-1, 1]) <= 0).all()
+
+
+def test_actions_builder_is_balanced_and_offline(tmp_path):
+  from tokensparse.data import fashion_mnist_actions as A
+  from tests import fake_data
+  src = fake_data.make_fashion_like(str(tmp_path / 'idx'))
+  builder = A.FashionMnistActions(source_dir=src, config='tiny', data_dir=str(tmp_path / 'tfds'),
+                                  file_format='array_record')
+  from tokensparse.data import fashion_mnist
+  fashion_mnist.build_offline(builder)
+  source = builder.as_data_source(split='train')
+  labels = np.array([source[i]['label'] for i in range(len(source))])
+  assert np.bincount(labels, minlength=6).tolist() == [8] * 6
+  assert source[0]['video'].shape == (4, 35, 35, 1)

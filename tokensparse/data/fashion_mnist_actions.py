@@ -23,12 +23,11 @@ Configs: 'default' (16 frames of 42x42, 5,000 train / 1,000 test clips, about 17
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from tokensparse.data import fashion_mnist
+from tokensparse.data import fashion_mnist, moving_fashion_mnist
 
 ACTIONS = ('left', 'right', 'up', 'down', 'enters', 'leaves')
 ITEM = 28
@@ -81,7 +80,7 @@ def render(item: np.ndarray, positions: np.ndarray, canvas: int) -> np.ndarray:
   return clip
 
 
-class FashionMnistActions(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class FashionMnistActions(moving_fashion_mnist.ClipBuilder, skip_registration=True):
   """Fashion-MNIST actions (see the module docstring)."""
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Rendered offline from the IDX files of dataset-fashion-mnist.'}
@@ -90,10 +89,6 @@ class FashionMnistActions(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       ActionConfig(name='tiny', description='for tests', frames=4, canvas=35, train_clips=48,
                    test_clips=24),
   ]
-
-  def __init__(self, *, source_dir: str = fashion_mnist.DEFAULT_SOURCE_DIR, **kwargs):
-    self.source_dir = source_dir
-    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
@@ -109,26 +104,13 @@ class FashionMnistActions(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         }),
         supervised_keys=('video', 'label'))
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # nothing is downloaded
-    fashion_mnist.check_source_dir(self.source_dir)
+  def example(self, split_id, index, item, label):
     c = self.builder_config
-    return {split: self._generate_examples(split, *files, count)
-            for (split, files), count in zip(fashion_mnist.FILES.items(),
-                                             (c.train_clips, c.test_clips))}
-
-  def _generate_examples(self, split: str, images_file: str, labels_file: str, count: int):
-    images = fashion_mnist.read_idx(os.path.join(self.source_dir, images_file))
-    labels = fashion_mnist.read_idx(os.path.join(self.source_dir, labels_file))
-    c = self.builder_config
-    split_id = {'train': 0, 'test': 1}[split]
-    for i in range(count):
-      j = i % len(images)  # fewer images than clips (test fixtures): reuse items
-      rng = np.random.default_rng([split_id, i, 7])
-      action = i % len(ACTIONS)                           # balanced classes
-      positions = trajectory(action, c.frames, c.canvas, rng)
-      yield i, {'video': render(images[j], positions, c.canvas), 'label': action,
-                'item': int(labels[j]), 'positions': positions}
+    rng = np.random.default_rng([split_id, index, 7])
+    action = index % len(ACTIONS)                           # balanced classes
+    positions = trajectory(action, c.frames, c.canvas, rng)
+    return {'video': render(item, positions, c.canvas), 'label': action, 'item': label,
+            'positions': positions}
 
 
 def load_clips(limit: int, split: str = 'test', data_dir: str = '',

@@ -60,7 +60,36 @@ def render_clip(item: np.ndarray, frames: int, canvas: int, rng: np.random.Gener
   return clip, np.stack([ys, xs], axis=1)
 
 
-class MovingFashionMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class ClipBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Clips rendered offline from the Fashion-MNIST IDX files: train clips from the training
+  items, test clips from the test items (`train_clips` / `test_clips` of the config, items
+  reused when there are fewer), one clip per `example(split_id, index, item, label)`."""
+
+  def __init__(self, *, source_dir: str = fashion_mnist.DEFAULT_SOURCE_DIR, **kwargs):
+    self.source_dir = source_dir
+    super().__init__(**kwargs)
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # nothing is downloaded
+    fashion_mnist.check_source_dir(self.source_dir)
+    c = self.builder_config
+    return {split: self._generate_examples(split, *files, count)
+            for (split, files), count in zip(fashion_mnist.FILES.items(),
+                                             (c.train_clips, c.test_clips))}
+
+  def _generate_examples(self, split: str, images_file: str, labels_file: str, count: int):
+    images = fashion_mnist.read_idx(os.path.join(self.source_dir, images_file))
+    labels = fashion_mnist.read_idx(os.path.join(self.source_dir, labels_file))
+    split_id = {'train': 0, 'test': 1}[split]
+    for i in range(count):
+      j = i % len(images)  # fewer images than clips (test fixtures): reuse items
+      yield i, self.example(split_id, i, images[j], int(labels[j]))
+
+  def example(self, split_id: int, index: int, item: np.ndarray, label: int) -> dict:
+    raise NotImplementedError
+
+
+class MovingFashionMnist(ClipBuilder, skip_registration=True):
   """Moving Fashion-MNIST clips (see the module docstring)."""
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Rendered offline from the IDX files of dataset-fashion-mnist.'}
@@ -69,10 +98,6 @@ class MovingFashionMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True
       ClipConfig(name='tiny', description='for tests', frames=4, canvas=35, train_clips=64,
                  test_clips=32),
   ]
-
-  def __init__(self, *, source_dir: str = fashion_mnist.DEFAULT_SOURCE_DIR, **kwargs):
-    self.source_dir = source_dir
-    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     c = self.builder_config
@@ -87,24 +112,11 @@ class MovingFashionMnist(tfds.core.GeneratorBasedBuilder, skip_registration=True
         }),
         supervised_keys=('video', 'label'))
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # nothing is downloaded
-    fashion_mnist.check_source_dir(self.source_dir)
+  def example(self, split_id, index, item, label):
     c = self.builder_config
-    return {split: self._generate_examples(split, *files, count)
-            for (split, files), count in zip(fashion_mnist.FILES.items(),
-                                             (c.train_clips, c.test_clips))}
-
-  def _generate_examples(self, split: str, images_file: str, labels_file: str, count: int):
-    images = fashion_mnist.read_idx(os.path.join(self.source_dir, images_file))
-    labels = fashion_mnist.read_idx(os.path.join(self.source_dir, labels_file))
-    c = self.builder_config
-    split_id = {'train': 0, 'test': 1}[split]
-    for i in range(count):
-      j = i % len(images)  # fewer images than clips (test fixtures): reuse items
-      rng = np.random.default_rng([split_id, i])
-      clip, positions = render_clip(images[j], c.frames, c.canvas, rng, c.max_speed)
-      yield i, {'video': clip, 'label': int(labels[j]), 'positions': positions}
+    rng = np.random.default_rng([split_id, index])
+    clip, positions = render_clip(item, c.frames, c.canvas, rng, c.max_speed)
+    return {'video': clip, 'label': label, 'positions': positions}
 
 
 def load_clips(size: int, limit: int, split: str = 'test', data_dir: str = '',
