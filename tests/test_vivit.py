@@ -271,3 +271,33 @@ def checkpoint_config(workdir):
 def load_test_clips(tmp_path, n):
   from tokensparse.data import fashion_mnist_actions
   return fashion_mnist_actions.load_clips(n, data_dir=str(tmp_path / 'tfds'), config='tiny')
+
+
+def test_budget_for_a_macs_target_and_a_threshold_controller():
+  from tokensparse.methods.eventful.model import budget_for, macs_line, run_video_controlled
+  from tokensparse.methods.eventful import flops as ev_flops
+  d = dict(DIMS, frames=16, tubelet=1)
+  cfg = model_config('eventful', d, capacity=0)
+  model = methods.build(cfg)
+  a, b = macs_line(model, 3)
+  for r in (1, 4, 9):
+    assert ev_flops.eventful_macs(model, r, 3)['total'] == a + b * r
+  targets = jnp.array([a + b * 4, a + b * 4.5, a + b * 100])
+  np.testing.assert_array_equal(budget_for(model, targets, 3), [4, 4, model.num_tokens])
+  # A stream of correlated clips: the controller's threshold carries from clip to clip and
+  # brings the counted MACs per step to the target.
+  rng = np.random.default_rng(0)
+  walk = np.cumsum(rng.standard_normal((2, 64, 12, 12, 3)).astype(np.float32) * 0.3, axis=1)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 12, 12, 3)))
+  target = jnp.full((15,), a + b * 4.0)
+  fn = jax.jit(lambda v, c, h: run_video_controlled(model, v, c, target, h))
+  h, errors = jnp.ones((2,)), []
+  for clip in range(4):
+    out = fn(params, jnp.asarray(walk[:, clip * 16:(clip + 1) * 16]), h)
+    h = out['next_threshold']
+    tokens = (np.asarray(out['macs']) - a) / b                # recomputed per gate and step
+    errors.append(abs(tokens.mean() / 4.0 - 1))
+  assert errors[-1] < 0.1 and errors[-1] < errors[0], errors   # the average is held
+  free = jax.jit(lambda v, c: run_video(model, v, c))(params, jnp.asarray(walk[:, :16]))
+  assert free['updated'][:, 1:].sum(-1).mean() > 8            # without control: far more
+  assert out['logits'].shape == (2, 5) and out['threshold'].shape == (2, 15)

@@ -41,7 +41,7 @@ from jax import lax
 
 from tokensparse import functional as F
 from tokensparse.backbone.vit import ViT
-from tokensparse.methods.eventful import ops
+from tokensparse.methods.eventful import flops, ops
 
 VARIANTS = ('tokenwise', 'sparse_qk', 'full')
 
@@ -270,3 +270,58 @@ def run_video(model: EventfulViT, variables: dict[str, Any], clips: jax.Array,
   features, updated = scan_steps(model, variables, steps, budget, threshold)
   logits, _ = model.apply(variables, features, method=EventfulViT.temporal)
   return {'logits': logits, 'step_features': features, 'updated': updated}
+
+
+# ----------------------------------------------------------------------------- budget control
+def macs_line(model: EventfulViT, channels: int = 3) -> tuple[float, float]:
+  """(a, b): the counted MACs of one step after the first are a + b * m when every gate
+  recomputes m tokens (tokensparse.methods.eventful.flops; affine in m)."""
+  base = flops.eventful_macs(model, 0, channels)['total']
+  return float(base), float(flops.eventful_macs(model, 1, channels)['total'] - base)
+
+
+def budget_for(model: EventfulViT, target_macs, channels: int = 3) -> jax.Array:
+  """The largest top-r budget whose step costs at most `target_macs` (scalar or per step),
+  clipped to [1, capacity]: an open-loop schedule for `run_clip` / `run_video`'s budget."""
+  a, b = macs_line(model, channels)
+  r = jnp.floor((jnp.asarray(target_macs, jnp.float32) - a) / b)
+  return jnp.clip(r, 1, model.m).astype(jnp.int32)
+
+
+def run_video_controlled(model: EventfulViT, variables: dict[str, Any], clips: jax.Array,
+                         target_macs: jax.Array, threshold: jax.Array, gain: float = 0.5,
+                         smoothing: float = 0.5, channels: int = 3) -> dict[str, jax.Array]:
+  """A video model under a threshold policy whose threshold a controller moves to hold a MACs
+  target per step. A threshold policy is bursty (a token skipped now has a larger error next
+  time), so the controller holds the average: after each step it updates a moving average of
+  the tokens recomputed per gate (`smoothing`: the weight of the past), compares it with the
+  count the target affords (`macs_line`) and scales the threshold by
+  exp(gain * (average - afforded) / afforded). clips [B, T, H, W, C]; target_macs [T' - 1] (may
+  change within the clip); threshold [B] and the average are the controller's state (carry
+  them from clip to clip of a stream: `next_threshold`, `next_average`). -> {'logits',
+  'macs' [B, T' - 1] counted per step, 'threshold' [B, T' - 1] used at each step,
+  'next_threshold' [B], 'next_average' [B], 'updated'}."""
+  a, b_cost = macs_line(model, channels)
+  b = clips.shape[0]
+  steps = clips.reshape(b, model.steps, model.tubelet, *clips.shape[2:])
+  state, first = model.apply(variables, steps[:, 0], method=EventfulViT.init_state)
+  xs = jnp.swapaxes(steps[:, 1:], 0, 1)
+  afford = jnp.maximum((jnp.asarray(target_macs, jnp.float32) - a) / b_cost, 1.0)
+
+  def body(carry, inputs):
+    st, h, average = carry
+    frame, want = inputs
+    st, feature = model.apply(variables, st, frame, None, h, method=EventfulViT.step)
+    m = st.updated.sum(-1).mean(-1).astype(jnp.float32)                  # [B] per gate
+    average = smoothing * average + (1.0 - smoothing) * m
+    h_next = jnp.clip(h * jnp.exp(gain * (average - want) / want), 1e-6, 1e6)
+    return (st, h_next, average), (feature, st.updated, a + b_cost * m, h)
+
+  h0 = jnp.broadcast_to(jnp.asarray(threshold, jnp.float32), (b,))
+  (_, h_last, average), (features, updated, macs, used) = lax.scan(
+      body, (state, h0, jnp.broadcast_to(afford[0], (b,))), (xs, afford))
+  features = jnp.concatenate([first[:, None], jnp.swapaxes(features, 0, 1)], axis=1)
+  logits, _ = model.apply(variables, features, method=EventfulViT.temporal)
+  updated = jnp.concatenate([state.updated[:, None], jnp.swapaxes(updated, 0, 1)], axis=1)
+  return {'logits': logits, 'macs': macs.T, 'threshold': used.T, 'next_threshold': h_last,
+          'next_average': average, 'updated': updated}

@@ -23,14 +23,16 @@ def select_tokens(errors: jax.Array, capacity: int, budget: jax.Array | int | No
 
   errors [B, N] -> indices [B, M] (largest first), valid [B, M] bool. A token is valid when it
   is among the first `budget` (a traced value <= capacity: the budget can change per frame
-  without recompiling) and, with `threshold`, when its error exceeds it. Shapes are static.
+  without recompiling) and, with `threshold` (a scalar or one per example [B], traced or
+  not), when its error exceeds it. Shapes are static.
   """
   top, indices = lax.top_k(errors, capacity)
   valid = jnp.ones(indices.shape, bool)
   if budget is not None:
     valid &= jnp.arange(capacity) < jnp.asarray(budget)[..., None]
   if threshold is not None:
-    valid &= top > threshold
+    threshold = jnp.asarray(threshold)
+    valid &= top > (threshold[:, None] if threshold.ndim == 1 else threshold)  # per example
   return indices, valid
 
 
