@@ -144,3 +144,54 @@ def accuracy_rows(runs: list[tuple[str, str]], params: bool = False) -> list[lis
     rows.append(row + [f'{macs:.1f}', f'{macs / base[1]:.2f}', int(final['count'])])
     print(rows[-1], flush=True)
   return rows
+
+
+def line_plot(path: str, panels: list[dict], width: int = 520, height: int = 380) -> None:
+  """PNG of side-by-side panels (PIL only). A panel: {'title', 'xlabel', 'ylabel', 'series':
+  [{'label', 'colour', 'x', 'y', 'dashed'?, 'err'?}]}; every series gets points joined by a
+  line (dashed if asked) and error bars where 'err' is given; a legend sits under each panel."""
+  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
+  pad, legend_rows = 58, max(len(p['series']) for p in panels)
+  img = Image.new('RGB', (width * len(panels), height + 18 * legend_rows + 16), 'white')
+  d = ImageDraw.Draw(img)
+  for k, panel in enumerate(panels):
+    x0 = k * width
+    xs = [v for s in panel['series'] for v in s['x']]
+    ys = [v for s in panel['series'] for v, e in zip(s['y'], s.get('err') or [0] * len(s['y']))
+          for v in (v - e, v + e)]
+    xlo, xhi, ylo, yhi = min(xs), max(xs), min(ys), max(ys)
+    xspan, yspan = (xhi - xlo) or 1, (yhi - ylo) or 1
+    xlo, xhi = xlo - 0.06 * xspan, xhi + 0.06 * xspan
+    ylo, yhi = ylo - 0.08 * yspan, yhi + 0.08 * yspan
+
+    def at(x, y):
+      return (x0 + pad + (x - xlo) / (xhi - xlo) * (width - 1.4 * pad),
+              height - pad - (y - ylo) / (yhi - ylo) * (height - 1.6 * pad))
+    d.rectangle([at(xlo, yhi), at(xhi, ylo)], outline=(0, 0, 0))
+    for i in range(5):
+      xv, yv = xlo + (xhi - xlo) * (i + 0.5) / 5, ylo + (yhi - ylo) * (i + 0.5) / 5
+      d.text((at(xv, ylo)[0] - 14, height - pad + 4), f'{xv:.3g}', fill=(0, 0, 0))
+      d.text((x0 + 4, at(xlo, yv)[1] - 5), f'{yv:.3g}', fill=(0, 0, 0))
+    for s in panel['series']:
+      pts = [at(x, y) for x, y in zip(s['x'], s['y'])]
+      for a, b in zip(pts, pts[1:]):
+        if s.get('dashed'):
+          for t in np.linspace(0, 1, 11)[::2]:
+            d.line([tuple(np.add(a, t * np.subtract(b, a))),
+                    tuple(np.add(a, min(t + 0.1, 1) * np.subtract(b, a)))], fill=s['colour'],
+                   width=2)
+        else:
+          d.line([a, b], fill=s['colour'], width=2)
+      for (x, y), e, p in zip(zip(s['x'], s['y']), s.get('err') or [0] * len(pts), pts):
+        if e:
+          d.line([at(x, y - e), at(x, y + e)], fill=s['colour'], width=1)
+        d.ellipse([p[0] - 3, p[1] - 3, p[0] + 3, p[1] + 3], fill=s['colour'])
+    d.text((x0 + pad, 8), panel['title'], fill=(0, 0, 0))
+    d.text((x0 + width // 2 - 50, height - pad + 20), panel['xlabel'], fill=(0, 0, 0))
+    d.text((x0 + 4, 24), panel['ylabel'], fill=(0, 0, 0))
+    for i, s in enumerate(panel['series']):
+      y = height + 6 + 18 * i
+      d.rectangle([x0 + pad, y + 4, x0 + pad + 16, y + 10], fill=s['colour'])
+      d.text((x0 + pad + 22, y), s['label'], fill=(0, 0, 0))
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  img.save(path)

@@ -1,7 +1,8 @@
 """Checkpoint import: timm/DeiT (.pth, .safetensors, in-memory) and vit_jax .npz."""
+import os
+
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import save_file
 
 import jax.numpy as jnp
@@ -10,6 +11,27 @@ from tokensparse import convert, methods
 from tests import numpy_vit
 
 DIMS = dict(width=32, depth=2, num_heads=4, mlp_dim=64, patch=4, channels=3, num_classes=5)
+# PyTorch files written once by tests/fixtures/make_fixtures.py (the tests need no torch).
+FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
+
+
+class TensorLike:
+  """What a torch tensor handed to from_timm offers: detach(), float(), numpy()."""
+
+  def __init__(self, array):
+    self.array = array
+
+  def detach(self):
+    return self
+
+  def is_floating_point(self):
+    return self.array.dtype.kind == 'f'
+
+  def float(self):
+    return TensorLike(self.array.astype(np.float32))
+
+  def numpy(self):
+    return self.array
 
 
 def make(tiny_model_config, seed=0, grid=4, distilled=False):
@@ -41,7 +63,7 @@ def test_from_timm_matches_numpy_forward(tiny_model_config, distilled):
 
 def test_deit_wrapper_and_torch_tensors(tiny_model_config):
   sd, images = make(tiny_model_config)
-  wrapped = {'model': {k: torch.from_numpy(v) for k, v in sd.items()}, 'epoch': 3}
+  wrapped = {'model': {k: TensorLike(v) for k, v in sd.items()}, 'epoch': 3}
   params, _ = convert.from_timm(wrapped, tiny_model_config)
   expected = numpy_vit.forward(sd, images.astype(np.float64), num_heads=4, depth=2)
   assert_rel_close(flax_logits(params, tiny_model_config, images), expected)
@@ -50,29 +72,29 @@ def test_deit_wrapper_and_torch_tensors(tiny_model_config):
 @pytest.mark.parametrize('suffix', ['.pth', '.safetensors'])
 def test_load_checkpoint_files(tiny_model_config, tmp_path, suffix):
   sd, images = make(tiny_model_config)
-  path = str(tmp_path / f'deit{suffix}')
   if suffix == '.pth':
     # As DeiT ships them: wrapped, with optimizer state and argparse args beside the weights.
-    import argparse
-    torch.save({'model': {k: torch.from_numpy(v) for k, v in sd.items()},
-                'optimizer': {'state': {}}, 'args': argparse.Namespace(lr=1e-3)}, path)
+    path = os.path.join(FIXTURES, 'deit_tiny.pth')
+    stored = convert.read_state_dict(path)
+    assert sorted(stored) == sorted(sd)
+    for k, v in sd.items():
+      np.testing.assert_array_equal(stored[k], v, err_msg=k)   # the fixture holds this model
   else:
+    path = str(tmp_path / f'deit{suffix}')
     save_file(sd, path)
   params, info = convert.load_checkpoint(path, tiny_model_config)
   expected = numpy_vit.forward(sd, images.astype(np.float64), num_heads=4, depth=2)
   assert_rel_close(flax_logits(params, tiny_model_config, images), expected)
 
 
-def test_torch_reader_handles_dtypes_and_views(tmp_path):
-  base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
-  sd = {'t': base.t(), 'slice': base[1:, 2:], 'half': base.half(), 'bf16': base.bfloat16(),
-        'long': torch.arange(5), 'scalar': torch.tensor(2.5),
-        'param': torch.nn.Parameter(torch.ones(3))}
-  torch.save(sd, tmp_path / 'x.pth')
-  got = convert.read_torch(str(tmp_path / 'x.pth'))
-  for k, v in sd.items():
-    np.testing.assert_array_equal(np.asarray(got[k], np.float64),
-                                  v.detach().double().numpy(), err_msg=k)
+def test_torch_reader_handles_dtypes_and_views():
+  got = convert.read_torch(os.path.join(FIXTURES, 'tensors.pth'))
+  with np.load(os.path.join(FIXTURES, 'tensors.npz')) as want:
+    assert sorted(got) == sorted(want.files) == ['bf16', 'half', 'long', 'param', 'scalar',
+                                                 'slice', 't']
+    for k in want.files:
+      np.testing.assert_array_equal(np.asarray(got[k], np.float64), want[k], err_msg=k)
+  np.testing.assert_array_equal(got['t'], np.arange(24.).reshape(4, 6).T)   # a strided view
 
 
 def test_vit_jax_npz(tiny_model_config, tmp_path):

@@ -205,14 +205,15 @@ def test_class_count_mismatch_names_the_field(tmp_path):
 
 
 def test_init_from_timm_file_skips_head_and_needs_rgb(tmp_path):
-  import torch
+  import os
   from tests import numpy_vit
   rng = np.random.default_rng(0)
   sd = numpy_vit.random_timm_state_dict(rng, width=32, depth=2, num_heads=4, mlp_dim=64, patch=7,
                                         channels=3, grid=4, num_classes=1000)
-  torch.save({'model': {k: torch.from_numpy(v) for k, v in sd.items()}}, tmp_path / 'deit.pth')
+  # The same weights as a DeiT file (tests/fixtures/make_fixtures.py wrote it with torch).
+  deit = os.path.join(os.path.dirname(__file__), 'fixtures', 'deit_tiny_rgb.pth')
   config = fake_data.tiny_config(tmp_path, total_steps=1, **{
-      'init_from.path': str(tmp_path / 'deit.pth'), 'init_from.skip': ('head',)})
+      'init_from.path': deit, 'init_from.skip': ('head',)})
   with pytest.raises(ValueError, match=r'embedding/kernel: checkpoint \(7, 7, 3, 32\), model '
                                        r'\(7, 7, 1, 32\) \(set data.to_rgb=True'):
     loop.train_and_evaluate(config, str(tmp_path / 'grey'))

@@ -261,6 +261,9 @@ def test_train_then_temporal_only_fine_tuning_on_a_cache(tmp_path):
   assert not np.array_equal(after['head']['kernel'], before['params']['head']['kernel'])
   with pytest.raises(ValueError, match='already holds a checkpoint'):
     temporal.run(recipe, out)
+  from tokensparse import viz
+  viz.main(['--workdir', out, '--out', str(tmp_path / 'fig')])
+  assert (tmp_path / 'fig' / 'eventful_updates.png').exists()
 
 
 def checkpoint_config(workdir):

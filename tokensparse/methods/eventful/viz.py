@@ -10,11 +10,12 @@ import jax
 import numpy as np
 from PIL import Image
 
+from tokensparse import drawing
 from tokensparse import flops as base_flops
 from tokensparse.data import moving_fashion_mnist
 from tokensparse.drawing import bar_panel, overlay, to_rgb
 from tokensparse.methods.eventful import flops
-from tokensparse.methods.eventful.model import run_clip
+from tokensparse.methods.eventful.model import run_clip, run_video
 
 
 def update_strip(frames: np.ndarray, updated: np.ndarray, grid: tuple[int, int], patch: int,
@@ -41,24 +42,34 @@ def update_strip(frames: np.ndarray, updated: np.ndarray, grid: tuple[int, int],
 
 
 def figures(predictor, out: str, num_images: int = 8, clip_index: int = 0):
-  """eventful_updates.png for the predictor's Eventful model (see the module docstring)."""
+  """eventful_updates.png for the predictor's Eventful model (see the module docstring): a
+  Moving Fashion-MNIST test clip for an image model, the model's own first eval clip for a
+  video model (each step drawn by its tubelet's last frame)."""
   del num_images
   model, config = predictor.model, predictor.config
-  clips, _ = moving_fashion_mnist.load_clips(model.image_size, clip_index + 1,
-                                             data_dir=config.data.data_dir)
-  clip = clips[clip_index]
-  if clip.shape[-1] != predictor.channels:
-    raise ValueError(f'the test clips have {clip.shape[-1]} channel(s); this model takes '
-                     f'{predictor.channels}')
-  x = predictor.normalize(clip)[None]
-  _, updated = jax.jit(lambda v, c: run_clip(model, v, c))(predictor.variables, x)
-  updated = np.asarray(updated[0])                               # [T, depth, N]
-  dense = base_flops.vit_macs(model, clip.shape[-1])['total'] / 1e6
-  # Operations per frame from the tokens each frame's qkv gates recomputed (the other gates
+  if model.factorised:
+    clip = drawing.eval_inputs(config, clip_index + 1)[clip_index]     # [T, H, W, C]
+    run = jax.jit(lambda v, c: run_video(model, v, c)['updated'])
+    updated = np.asarray(run(predictor.variables, predictor.normalize(clip)[None])[0])
+    shown = clip[model.tubelet - 1::model.tubelet]
+    dense = flops.eventful_clip_macs(model, model.num_tokens, clip.shape[-1])['first_step'] / 1e6
+  else:
+    clips, _ = moving_fashion_mnist.load_clips(model.image_size, clip_index + 1,
+                                               data_dir=config.data.data_dir)
+    clip = clips[clip_index]
+    if clip.shape[-1] != predictor.channels:
+      raise ValueError(f'the test clips have {clip.shape[-1]} channel(s); this model takes '
+                       f'{predictor.channels}')
+    x = predictor.normalize(clip)[None]
+    _, updated = jax.jit(lambda v, c: run_clip(model, v, c))(predictor.variables, x)
+    updated = np.asarray(updated[0])                               # [T, depth, N]
+    shown = clip
+    dense = base_flops.vit_macs(model, clip.shape[-1])['total'] / 1e6
+  # Operations per step from the tokens each step's qkv gates recomputed (the other gates
   # select as many under top-r; under a threshold this is an estimate).
   macs = [dense] + [flops.eventful_macs(model, int(round(u.sum(-1).mean())),
                                         clip.shape[-1])['total'] / 1e6 for u in updated[1:]]
   os.makedirs(out, exist_ok=True)
   path = os.path.join(out, 'eventful_updates.png')
-  update_strip(clip, updated, model.grid, model.patch_size, model.num_prefix, macs, dense, path)
+  update_strip(shown, updated, model.grid, model.patch_size, model.num_prefix, macs, dense, path)
   return (path,)
