@@ -123,20 +123,33 @@ def test_evaluate_export_and_viz_through_the_registry(dense_run, tmp_path, capsy
   saved = json.load(open(f'{workdir}/evaluation-tome_r=2.json'))
   assert saved['model'] == 'tome' and saved['examples'] == 37
   assert saved['gmacs_per_input'] < dense['gmacs_per_input']
-  # An Eventful export is one step: (state, frame) -> (state, logits).
-  out = str(tmp_path / 'step.stablehlo')
-  export.main(['--workdir', workdir, '--method', 'eventful:capacity=5', '--out', out])
+  # An Eventful export is one step: (state, frame) -> (state, logits). By default it goes
+  # into the work directory, and the message names the model and every input.
+  capsys.readouterr()
+  export.main(['--workdir', workdir, '--method', 'eventful:capacity=5'])
+  out = f'{workdir}/export/eventful-capacity=5.stablehlo'
   exported = jax_export.deserialize(bytearray(open(out, 'rb').read()))
   assert len(exported.in_avals) > 2 and len(exported.out_avals) > 2
-  assert 'wrote' in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert f"wrote {out}: model 'eventful' (--method eventful:capacity=5)" in printed
+  n = len(exported.in_avals) - 1
+  assert f'inputs:  {n} state arrays (' in printed and 'float32[b,17,32]' in printed
+  assert 'then float32[b,28,28,1]' in printed and f'outputs: {n} state arrays' in printed
+  assert 'then float32[b,10]' in printed and '<lambda>' not in printed
   for spec, files in (('tome:r=3', ['merged_tokens.png']),
                       ('evit:keep_rate=0.5,layers=1', ['kept_tokens.png', 'keep_heatmap.png'])):
     viz.main(['--workdir', workdir, '--method', spec, '--out', str(tmp_path / 'fig'),
               '--num_images', '3'])
     for f in files:
       assert (tmp_path / 'fig' / f).exists()
-  with pytest.raises(SystemExit, match="error: no figures for model.name='vit'"):
+  with pytest.raises(SystemExit, match="error: no figures for model.name='vit'") as e:
     viz.main(['--workdir', workdir, '--out', str(tmp_path / 'fig')])
+  # Every suggestion it prints works on this model.
+  suggested = str(e.value).split('with these weights: --method ')[1].split(', --method ')
+  assert {s.split(':')[0] for s in suggested} == {'tome', 'evit', 'ats'}, str(e.value)
+  for spec in suggested:
+    viz.main(['--workdir', workdir, '--method', spec, '--out', str(tmp_path / spec),
+              '--num_images', '2'])
 
 
 def test_eventful_model_name_in_a_config_takes_clips():

@@ -1,6 +1,7 @@
 """ToMe and EViT against numpy oracles written from the papers' descriptions, exact dense
 equivalence at r = 0 / keep rate 1, counters, schedules and refused settings."""
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -242,3 +243,20 @@ def test_bad_setting_writes_nothing(tmp_path):
   with pytest.raises(ValueError, match='model.tome.r=9'):
     loop.train_and_evaluate(config, str(tmp_path / 'run'))
   assert not (tmp_path / 'run').exists()
+
+
+def test_tome_error_names_the_largest_r_this_model_allows():
+  from tokensparse.methods import tome
+  config = ml_collections.ConfigDict({'model': model_config('tome', **{'tome.r': 10})})
+  with pytest.raises(ValueError, match=r'the largest r this model allows is (\d+)') as e:
+    configs.validate_model(config)
+  largest = int(re.search(r'allows is (\d+)', str(e.value)).group(1))
+  kw = configs.backbone.backbone_kwargs(config.model)
+  assert largest == tome.largest_r(kw)
+  for r, ok in ((largest, True), (largest + 1, False)):
+    config.model.tome.r = r
+    try:
+      configs.validate_model(config)
+      assert ok
+    except ValueError:
+      assert not ok

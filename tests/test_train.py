@@ -250,3 +250,17 @@ def test_model_fields_are_taken_from_the_init_work_directory(tmp_path):
   with pytest.raises(ValueError, match="init_from.model_fields: 'widths' is not a model field"):
     loop.adopt_model_fields(fake_data.tiny_config(tmp_path, **{
         'init_from.path': source, 'init_from.model_fields': ('widths',)}))
+
+
+def test_config_paths_are_found_from_any_directory(tmp_path, monkeypatch):
+  """init_from.path relative to the repository works from another directory; a missing one
+  is named as missing."""
+  from tokensparse import configs as config_lib
+  monkeypatch.chdir(tmp_path)
+  assert config_lib.resolve('configs/vit/fashion_mnist.py') == os.path.join(
+      config_lib.REPO_ROOT, 'configs/vit/fashion_mnist.py')
+  assert config_lib.resolve('runs/nowhere') == 'runs/nowhere'
+  config = fake_data.tiny_config(tmp_path, **{'init_from.path': 'runs/nowhere'})
+  with pytest.raises(FileNotFoundError, match="init_from.path='runs/nowhere': runs/nowhere: no "
+                                              'such work directory or checkpoint file'):
+    loop.train_and_evaluate(config, str(tmp_path / 'w'))

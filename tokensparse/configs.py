@@ -165,7 +165,18 @@ def complete(config) -> ml_collections.ConfigDict:
   return c
 
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS_DIR = os.path.join(REPO_ROOT, 'configs')
+
+
+def resolve(path: str) -> str:
+  """A path a config names (`init_from.path`, ...): as given where it exists from the current
+  directory, else relative to the repository (where configs/ and runs/ live), so the shipped
+  configs work from any directory; unchanged when neither exists (the caller names it)."""
+  if not path or os.path.isabs(path) or os.path.exists(path):
+    return path
+  in_repo = os.path.join(REPO_ROOT, path)
+  return in_repo if os.path.exists(in_repo) else path
 
 
 def from_file(path: str, arg: str = ''):

@@ -14,7 +14,26 @@ from __future__ import annotations
 
 import argparse
 
-from tokensparse import inference, methods
+from tokensparse import configs, inference, methods
+
+
+def suggestions(config) -> list[str]:
+  """'name:options' of every training-free method that draws and validates on this model."""
+  out = []
+  kw = configs.validate_model(config)
+  for name, m in methods.REGISTRY.items():
+    if not m.training_free or type(m).figures is methods.Method.figures:
+      continue
+    options = m.suggest(kw)
+    if options is None:
+      continue
+    spec = f'{name}:{options}'
+    try:
+      configs.validate_model(configs.complete(methods.retarget(config, spec)))
+    except ValueError:
+      continue
+    out.append(spec)
+  return out
 
 
 def main(argv=None):
@@ -39,6 +58,10 @@ def main(argv=None):
     paths = method.figures(predictor, args.out, args.num_images)
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f'error: {e}') from None
+  if paths is None:
+    raise SystemExit(f'error: no figures for model.name={method.name!r}; draw what a '
+                     'training-free method does with these weights: '
+                     + ', '.join(f'--method {s}' for s in suggestions(predictor.config)))
   for path in paths:
     print('wrote', path)
 

@@ -127,13 +127,17 @@ class Method:
     del model_config
     return []
 
-  def figures(self, predictor, out: str, num_images: int = 8) -> Sequence[str]:
+  def suggest(self, kw: dict[str, Any]) -> str | None:
+    """An options string ('key=value,...') that works on the backbone `kw`, for tools to
+    suggest (`--method NAME:...`); None where the method needs training first."""
+    del kw
+    return None
+
+  def figures(self, predictor, out: str, num_images: int = 8) -> Sequence[str] | None:
     """Write PNG figures of what the method does with a predictor's model (tokensparse.
-    inference) into the folder `out`; returns the paths."""
+    inference) into the folder `out`; returns the paths (None: the method draws nothing)."""
     del predictor, out, num_images
-    raise ValueError(f'no figures for model.name={self.name!r}; draw what a training-free '
-                     'method does with these weights with --method NAME[:key=value] (e.g. '
-                     '--method tome:r=2; --list names them)')
+    return None
 
   def export(self, predictor, platforms: Sequence[str] | None = None):
     """A `jax.export.Exported` of what the method deploys, or None for the model's inference

@@ -103,7 +103,8 @@ def load_pretrained(params, config, model) -> Any:
 
 
 def load_pretrained_params(params, config, model) -> Any:
-  path, skip = config.init_from.path, tuple(config.init_from.get('skip') or ())
+  path = config_lib.resolve(config.init_from.path)
+  skip = tuple(config.init_from.get('skip') or ())
   try:
     _, variables, info = checkpoint.load_variables(path, config, skip=skip)
   except FileNotFoundError as e:
@@ -158,7 +159,7 @@ def adopt_model_fields(config):
   fields = tuple(config.get('init_from', {}).get('model_fields') or ())
   if not fields:
     return config
-  path = config.init_from.path
+  path = config_lib.resolve(config.init_from.path)
   if not os.path.isdir(path):
     raise ValueError(f'init_from.model_fields={fields}: init_from.path={path!r} must be a '
                      'tokensparse work directory')

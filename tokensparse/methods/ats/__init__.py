@@ -69,6 +69,12 @@ class ATSMethod(Method):
              f'(0 means all {n})')
       n = value
 
+  def suggest(self, kw):
+    if kw.get('classifier', 'token') != 'token':
+      return None
+    p = backbone.num_prefix(kw)
+    return f'num_tokens={max((p + backbone.num_patches(kw)) // 2, p + 1)}'
+
   def variants(self):
     return (Variant('ats', 'ATS', 'ats/fashion_mnist_canvas.py'),)
 

@@ -57,6 +57,12 @@ class EventfulMethod(Method):
       fail('model.video', 'joint', "Eventful runs a per-frame (per-step) backbone: an image "
            "model, or a video model with model.video='factorised' or 'frames'")
 
+  def suggest(self, kw):
+    # An image model's figure runs a Moving Fashion-MNIST test clip (42 px frames).
+    if not kw.get('num_frames') and kw['image_size'] < 42:
+      return None
+    return f'capacity={max((backbone.num_prefix(kw) + backbone.num_patches(kw)) // 4, 1)}'
+
   def budget_knobs(self, kw):
     n = backbone.num_prefix(kw) + backbone.num_patches(kw)
     return [dict(capacity=r) for r in range(1, n + 1)]

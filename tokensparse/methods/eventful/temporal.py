@@ -134,7 +134,7 @@ def train(model, params: dict, features, labels, config, log_to: str) -> dict:
 def run(config, workdir: str) -> dict:
   """The whole recipe (see the module docstring); returns the summary written to
   temporal.json."""
-  source = config.init_from.path
+  source = configs.resolve(config.init_from.path)
   if not source or not os.path.isdir(source):
     raise FileNotFoundError(f'init_from.path={source!r}: no such work directory (the dense '
                             'video model to fine-tune)')

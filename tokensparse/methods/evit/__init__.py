@@ -51,6 +51,9 @@ class EViTMethod(Method):
       fail('model.evit.layers', tuple(chosen),
            f'must be increasing block indices in [0, {kw["depth"] - 1}] (model.depth={kw["depth"]})')
 
+  def suggest(self, kw):
+    return 'keep_rate=0.7' if kw.get('classifier', 'token') == 'token' else None
+
   def variants(self):
     return (Variant('evit', 'EViT', 'evit/fashion_mnist_canvas.py'),)
 

@@ -19,6 +19,22 @@ from tokensparse.methods.tome import ops
 from tokensparse.methods.tome.model import ToMeViT
 
 
+def sequence_tokens(kw) -> int:
+  """Tokens of one sequence the blocks see (prefix + patches, all frames of a joint clip)."""
+  frames = 1 if kw.get('video', 'joint') != 'joint' else max(kw.get('num_frames') or 0, 1)
+  return backbone.num_prefix(kw) + backbone.num_patches(kw) * frames
+
+
+def largest_r(kw, inflect: float = 0.0) -> int:
+  """The largest int r whose schedule fits every block of the backbone `kw`."""
+  p, tokens, best = backbone.num_prefix(kw), sequence_tokens(kw), 0
+  for r in range(1, ops.max_merge(tokens, p) + 1):
+    rs = ops.schedule(r, kw['depth'], inflect)
+    if all(ri <= ops.max_merge(t, p) for t, ri in zip(ops.token_counts(tokens, rs), rs)):
+      best = r
+  return best
+
+
 def merges(tm, depth: int) -> tuple[int, ...]:
   """r per block from the fields of model.tome."""
   r = tm.r if isinstance(tm.r, int) else tuple(tm.r)
@@ -52,13 +68,16 @@ class ToMeMethod(Method):
     if not -1.0 <= tm.inflect <= 1.0:
       fail('model.tome.inflect', tm.inflect, 'must be in [-1, 1] (-0.5: decreasing schedule)')
     rs = merges(tm, kw['depth'])
-    p = backbone.num_prefix(kw)
-    tokens = p + backbone.num_patches(kw) * max(kw.get('num_frames') or 0, 1)
+    p, tokens = backbone.num_prefix(kw), sequence_tokens(kw)
     for i, (t, ri) in enumerate(zip(ops.token_counts(tokens, rs), rs)):
       if ri > ops.max_merge(t, p):
         fail('model.tome.r', r, f'block {i} would merge {ri} of its {t} tokens; at most '
              f'{ops.max_merge(t, p)} can be merged there ({p} prefix token(s) are never '
-             f'merged; schedule {list(rs)})')
+             f'merged; schedule {list(rs)}); the largest r this model allows is '
+             f'{largest_r(kw, tm.inflect)} (with inflect={tm.inflect:g})')
+
+  def suggest(self, kw):
+    return f'r={max(largest_r(kw, 0.0) // 2, 1)}'
 
   def variants(self):
     return (Variant('tome', 'ToMe', 'tome/fashion_mnist_canvas.py'),)
