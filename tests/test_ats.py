@@ -185,7 +185,7 @@ def test_ats_runs_off_the_shelf_trains_and_draws(tmp_path):
   assert methods.macs(sampled.model, 1)['total'] < methods.macs(dense.model, 1)['total']
   viz.main(['--workdir', workdir, '--method', 'ats:num_tokens=9', '--out', str(tmp_path / 'fig'),
             '--num_images', '3'])
-  assert (tmp_path / 'fig' / 'kept_tokens.png').exists()
+  assert (tmp_path / 'fig' / 'ats-num_tokens=9' / 'kept_tokens.png').exists()
   config = fake_data.tiny_config(tmp_path, **{'model.name': 'ats', 'init_from.path': workdir})
   with config.unlocked():
     configs.use_method(config, 'ats', num_tokens=9)

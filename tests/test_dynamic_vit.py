@@ -243,9 +243,10 @@ def test_visualisations_blank_exactly_the_dropped_patches(tmp_path):
   assert (out[:4, 4:] == drawing.BLANK).all() and (out[4:, :4] == drawing.BLANK).all()
   drawing.kept_token_grid(np.stack([image] * 3), [np.array([[0, 3]] * 3)], 4,
                       str(tmp_path / 'grid.png'), scale=2)
-  assert Image.open(tmp_path / 'grid.png').size == ((8 * 2 + 2) * 2, (8 + 2) * 3 * 2)
+  width, height = Image.open(tmp_path / 'grid.png').size   # the grid, a header and a legend
+  assert width >= (8 * 2 + 2) * 2 and height == (8 + 2) * 3 * 2 + 34 + 20
   drawing.keep_heatmaps([np.eye(2), np.ones((2, 2))], str(tmp_path / 'heat.png'))
-  assert Image.open(tmp_path / 'heat.png').size[1] == 2 * 24 + 16
+  assert Image.open(tmp_path / 'heat.png').size[1] == 2 * 24 + 16 + 20 + 20   # + title, caption
 
 
 def test_fine_tune_from_dense_workdir_freezes_backbone_in_warmup(tmp_path):

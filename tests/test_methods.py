@@ -136,12 +136,16 @@ def test_evaluate_export_and_viz_through_the_registry(dense_run, tmp_path, capsy
   assert f'inputs:  {n} state arrays (' in printed and 'float32[b,17,32]' in printed
   assert 'then float32[b,28,28,1]' in printed and f'outputs: {n} state arrays' in printed
   assert 'then float32[b,10]' in printed and '<lambda>' not in printed
+  from PIL import Image
   for spec, files in (('tome:r=3', ['merged_tokens.png']),
                       ('evit:keep_rate=0.5,layers=1', ['kept_tokens.png', 'keep_heatmap.png'])):
     viz.main(['--workdir', workdir, '--method', spec, '--out', str(tmp_path / 'fig'),
               '--num_images', '3'])
-    for f in files:
-      assert (tmp_path / 'fig' / f).exists()
+    for f in files:   # one folder per method and setting: nothing overwritten
+      path = tmp_path / 'fig' / spec.replace(':', '-').replace(',', '_') / f
+      top = np.asarray(Image.open(path).convert('L'))[:12]
+      assert (top < 128).any(), f'{path} has no title'
+
   with pytest.raises(SystemExit, match="error: no figures for model.name='vit'") as e:
     viz.main(['--workdir', workdir, '--out', str(tmp_path / 'fig')])
   # Every suggestion it prints works on this model.

@@ -263,7 +263,7 @@ def test_train_then_temporal_only_fine_tuning_on_a_cache(tmp_path):
     temporal.run(recipe, out)
   from tokensparse import viz
   viz.main(['--workdir', out, '--out', str(tmp_path / 'fig')])
-  assert (tmp_path / 'fig' / 'eventful_updates.png').exists()
+  assert (tmp_path / 'fig' / 'eventful' / 'eventful_updates.png').exists()
 
 
 def checkpoint_config(workdir):

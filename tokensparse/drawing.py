@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from tokensparse.data import pipeline
 
-BLANK = np.array([235, 235, 235], np.uint8)
+BLANK = np.array([150, 190, 235], np.uint8)  # light blue: no garment has this colour
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -32,9 +32,30 @@ def blank_dropped(image: np.ndarray, kept: np.ndarray, patch: int) -> np.ndarray
   return out
 
 
+def annotate(img: Image.Image, title: str, columns: list[str] | None = None,
+             column_width: int = 0, caption: list[str] | None = None) -> Image.Image:
+  """`img` with a header (a title line, and a label over each column of width `column_width`)
+  and a footer of caption lines, so a figure explains itself without the README."""
+  line = 14
+  head = line + (line if columns else 0) + 6
+  foot = line * len(caption or []) + (6 if caption else 0)
+  out = Image.new('RGB', (max(img.width, 8 * len(title) + 8), img.height + head + foot), 'white')
+  out.paste(img, (0, head))
+  d = ImageDraw.Draw(out)
+  d.text((4, 2), title, fill='black')
+  for i, label in enumerate(columns or []):
+    d.text((i * column_width + 4, line + 4), label[:max(column_width // 6, 4)], fill='black')
+  for i, text in enumerate(caption or []):
+    d.text((4, head + img.height + 4 + i * line), text, fill=(60, 60, 60))
+  return out
+
+
 def kept_token_grid(images: np.ndarray, kept_per_stage: list[np.ndarray], patch: int,
-                    path: str, scale: int = 4) -> None:
-  """images uint8 [B, H, W, C]; kept_per_stage: per stage [B, k_s] kept patch indices."""
+                    path: str, scale: int = 4, title: str = 'kept tokens',
+                    stage_titles: list[str] | None = None) -> None:
+  """images uint8 [B, H, W, C]; kept_per_stage: per stage [B, k_s] kept patch indices -> a
+  PNG: one row per image, the input then what is left after each stage, titled and labelled,
+  with a legend for the blanked patches."""
   rows = []
   for b in range(images.shape[0]):
     cols = [to_rgb(images[b])] + [blank_dropped(images[b], k[b], patch) for k in kept_per_stage]
@@ -42,8 +63,12 @@ def kept_token_grid(images: np.ndarray, kept_per_stage: list[np.ndarray], patch:
     rows.append(np.concatenate(sum([[c, sep] for c in cols], [])[:-1], axis=1))
   grid = np.concatenate([np.concatenate([r, np.full((2, r.shape[1], 3), 255, np.uint8)])
                          for r in rows])
-  Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale),
-                               Image.NEAREST).save(path)
+  img = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale),
+                                     Image.NEAREST)
+  columns = ['input'] + (stage_titles or [f'stage {s + 1}' for s in range(len(kept_per_stage))])
+  annotate(img, title, columns, (images.shape[2] + 2) * scale,
+           ['light blue: patches whose tokens are no longer in the sequence']
+           ).save(path)
 
 
 def colormap(x: np.ndarray) -> np.ndarray:
@@ -57,7 +82,7 @@ def colormap(x: np.ndarray) -> np.ndarray:
 
 
 def keep_heatmaps(freqs: list[np.ndarray], path: str, cell: int = 24,
-                  titles: list[str] | None = None) -> None:
+                  titles: list[str] | None = None, title: str = '') -> None:
   """freqs: per stage [gh, gw] keep frequency in [0, 1] -> side-by-side heat maps with a scale."""
   panels = []
   for s, f in enumerate(freqs):
@@ -79,7 +104,9 @@ def keep_heatmaps(freqs: list[np.ndarray], path: str, cell: int = 24,
   for p in panels + [legend]:
     out.paste(p, (x, 0))
     x += p.width + 8
-  out.save(path)
+  annotate(out, title or 'how often each position is kept', caption=[
+      'colour: the share of images in which the patch at that position is still a token']
+           ).save(path)
 
 
 def overlay(image: np.ndarray, weights: np.ndarray, patch: int) -> np.ndarray:
@@ -92,8 +119,9 @@ def overlay(image: np.ndarray, weights: np.ndarray, patch: int) -> np.ndarray:
 
 
 def learner_map_grid(images: np.ndarray, weights: np.ndarray, grid: tuple[int, int], patch: int,
-                     path: str, scale: int = 4) -> None:
-  """images uint8 [R, H, W, C]; weights [R, S, gh*gw] -> one row per image: input, S maps."""
+                     path: str, scale: int = 4, title: str = 'learned tokens') -> None:
+  """images uint8 [R, H, W, C]; weights [R, S, gh*gw] -> one row per image: input, S maps,
+  titled and labelled."""
   sep_v = np.full((images.shape[1], 2, 3), 255, np.uint8)
   rows = []
   for r in range(images.shape[0]):
@@ -101,8 +129,12 @@ def learner_map_grid(images: np.ndarray, weights: np.ndarray, grid: tuple[int, i
     rows.append(np.concatenate(sum([[c, sep_v] for c in cols], [])[:-1], axis=1))
   grid_img = np.concatenate([np.concatenate([r, np.full((2, r.shape[1], 3), 255, np.uint8)])
                              for r in rows])
-  Image.fromarray(grid_img).resize((grid_img.shape[1] * scale, grid_img.shape[0] * scale),
-                                   Image.NEAREST).save(path)
+  img = Image.fromarray(grid_img).resize((grid_img.shape[1] * scale, grid_img.shape[0] * scale),
+                                         Image.NEAREST)
+  columns = ['input'] + [f'token {s + 1}' for s in range(weights.shape[1])]
+  annotate(img, title, columns, (images.shape[2] + 2) * scale,
+           ['each map: where a learned token takes its features (bright = more weight, '
+            'scaled to its maximum)']).save(path)
 
 
 def bar_panel(values: list[float], reference: float, width: int, height: int,
@@ -155,8 +187,10 @@ def kept_token_figures(predictor, out: str, titles: list[str], num_images: int =
   os.makedirs(out, exist_ok=True)
   paths = os.path.join(out, 'kept_tokens.png'), os.path.join(out, 'keep_heatmap.png')
   kept_token_grid(raw[:num_images], [[row[row >= 0] for row in k[:num_images]] for k in kept],
-                  model.patch_size, paths[0])
+                  model.patch_size, paths[0], title=f'{predictor.config.model.name}: the patch '
+                  'tokens left after each stage', stage_titles=titles)
   gh, gw = model.grid
   freqs = [np.bincount(k[k >= 0], minlength=gh * gw).reshape(gh, gw) / n for k in kept]
-  keep_heatmaps(freqs, paths[1], titles=titles)
+  keep_heatmaps(freqs, paths[1], titles=titles, title=f'{predictor.config.model.name}: how '
+                f'often each position is kept, over {n} eval images')
   return paths

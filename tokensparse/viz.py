@@ -1,8 +1,8 @@
 """Pictures of what a method does, as PNG files (each method's `figures`, drawn with
 tokensparse.drawing).
 
-    python -m tokensparse.viz --workdir runs/dynamicvit_fashion_mnist --out figures/
-    python -m tokensparse.viz --workdir runs/vit_fashion_mnist_canvas --method tome:r=4 --out figures/
+    python -m tokensparse.viz --workdir runs/dynamicvit_fashion_mnist    # -> figures/dynamic_vit/
+    python -m tokensparse.viz --workdir runs/vit_fashion_mnist_canvas --method tome:r=4   # figures/tome-r=4/
 
 Draws the figures of the work directory's method (each method's `figures`, in
 tokensparse/methods/<name>/viz.py). `--method NAME:key=value,...` first runs the work
@@ -13,8 +13,16 @@ training (for example `eventful:capacity=16`, `tome:r=4`, `evit:keep_rate=0.7`).
 from __future__ import annotations
 
 import argparse
+import os
 
 from tokensparse import configs, inference, methods
+
+
+def figure_dir(out: str, name: str, spec: str) -> str:
+  """<out>/<model name>[-<options>]: one folder per method and setting, nothing overwritten."""
+  options = spec.partition(':')[2]
+  tail = ('-' + ''.join(c if c.isalnum() or c in '=.' else '_' for c in options)) if options else ''
+  return os.path.join(out, f'{name}{tail}')
 
 
 def suggestions(config) -> list[str]:
@@ -55,7 +63,8 @@ def main(argv=None):
   try:
     predictor = inference.load(args.workdir, method=args.method or None)
     method = methods.get(predictor.config.model.name)
-    paths = method.figures(predictor, args.out, args.num_images)
+    paths = method.figures(predictor, figure_dir(args.out, method.name, args.method),
+                           args.num_images)
   except (ValueError, FileNotFoundError) as e:
     raise SystemExit(f'error: {e}') from None
   if paths is None:

@@ -20,7 +20,7 @@ from tokensparse.methods.eventful.model import run_clip, run_video
 
 def update_strip(frames: np.ndarray, updated: np.ndarray, grid: tuple[int, int], patch: int,
                    num_prefix: int, macs: list[float], dense_macs: float, path: str,
-                   scale: int = 3) -> None:
+                   scale: int = 3, title: str = 'Eventful Transformer') -> None:
   """frames uint8 [T, H, W, C]; updated [T, depth, N] bool (qkv gates) -> PNG: frames, update
   maps, operations per frame."""
   t, h, w = frames.shape[:3]
@@ -38,7 +38,10 @@ def update_strip(frames: np.ndarray, updated: np.ndarray, grid: tuple[int, int],
   out = Image.new('RGB', (img.width, img.height + bars.height + 4), 'white')
   out.paste(img, (0, 0))
   out.paste(bars, (0, img.height + 4))
-  out.save(path)
+  drawing.annotate(out, title, caption=[
+      'top: the frames; middle: the tokens recomputed (bright: by the qkv gates of every '
+      'block), first frame dense', 'bottom: the counted operations per frame against the '
+      'dense model']).save(path)
 
 
 def figures(predictor, out: str, num_images: int = 8, clip_index: int = 0):
@@ -71,5 +74,9 @@ def figures(predictor, out: str, num_images: int = 8, clip_index: int = 0):
                                         clip.shape[-1])['total'] / 1e6 for u in updated[1:]]
   os.makedirs(out, exist_ok=True)
   path = os.path.join(out, 'eventful_updates.png')
-  update_strip(shown, updated, model.grid, model.patch_size, model.num_prefix, macs, dense, path)
+  policy = f'r = {model.m} of {model.num_tokens}' + (
+      f', threshold {model.threshold:g}' if model.threshold is not None else '')
+  update_strip(shown, updated, model.grid, model.patch_size, model.num_prefix, macs, dense, path,
+               title=f'Eventful Transformer ({model.variant}, {policy}): tokens recomputed per '
+               + ('step' if model.factorised else 'frame'))
   return (path,)

@@ -19,5 +19,9 @@ def figures(predictor, out: str, num_images: int = 8):
     raw, weights = raw[0], weights[:model.num_frames]
   os.makedirs(out, exist_ok=True)
   path = os.path.join(out, 'learner_maps.png')
-  drawing.learner_map_grid(raw, weights, model.grid, model.patch_size, path)
+  drawing.learner_map_grid(raw, weights, model.grid, model.patch_size, path,
+                           title=f'TokenLearner {model.learner_version}: the '
+                           f'{model.num_learned_tokens} tokens learned before block '
+                           f'{model.learner_layer}' + (' (one clip, a frame per row)'
+                                                       if model.num_frames else ''))
   return (path,)

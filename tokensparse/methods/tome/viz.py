@@ -49,6 +49,10 @@ def figures(predictor, out: str, num_images: int = 8, scale: int = 4):
                          for r in rows])
   os.makedirs(out, exist_ok=True)
   path = os.path.join(out, 'merged_tokens.png')
-  Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale),
-                               Image.NEAREST).save(path)
+  img = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale),
+                                     Image.NEAREST)
+  drawing.annotate(img, f'ToMe (r per block {list(model.schedule)}): which patches ended in '
+                   'one token', ['input', 'merged groups'], (raw.shape[2] + 2) * scale,
+                   ['each group of merged patches: one tint, its mean pixel value, white '
+                    'borders; unmerged patches keep their pixels']).save(path)
   return (path,)
