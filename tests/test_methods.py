@@ -119,6 +119,9 @@ def test_evaluate_export_and_viz_through_the_registry(dense_run, tmp_path, capsy
   from jax import export as jax_export
   evaluate.main(['--workdir', workdir, '--batch_size', '16'])
   evaluate.main(['--workdir', workdir, '--batch_size', '16', '--method', 'tome:r=2'])
+  with pytest.raises(SystemExit, match='error: the Eventful Transformer saves work between the '
+                                       'frames of a clip; on still images'):
+    evaluate.main(['--workdir', workdir, '--batch_size', '16', '--method', 'eventful:capacity=5'])
   dense = json.load(open(f'{workdir}/evaluation.json'))
   saved = json.load(open(f'{workdir}/evaluation-tome_r=2.json'))
   assert saved['model'] == 'tome' and saved['examples'] == 37

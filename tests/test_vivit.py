@@ -261,7 +261,11 @@ def test_train_then_temporal_only_fine_tuning_on_a_cache(tmp_path):
   assert not np.array_equal(after['head']['kernel'], before['params']['head']['kernel'])
   with pytest.raises(ValueError, match='already holds a checkpoint'):
     temporal.run(recipe, out)
-  from tokensparse import viz
+  from tokensparse import evaluate, viz
+  result = evaluate.evaluate(out, batch_size=8)               # an Eventful ViViT on its clips
+  assert result['examples'] == 24 and result['model'] == 'eventful'
+  assert result['accuracy'] == pytest.approx(summary['accuracy_fine_tuned'])
+  assert result['gmacs_per_input'] * 1e9 == pytest.approx(summary['macs_per_clip'])
   viz.main(['--workdir', out, '--out', str(tmp_path / 'fig')])
   assert (tmp_path / 'fig' / 'eventful' / 'eventful_updates.png').exists()
 

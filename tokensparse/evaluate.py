@@ -41,6 +41,7 @@ def evaluate(workdir: str, batch_size: int | None = None, timing_iters: int = 5,
   data = inference.data_for(config)
   model, variables = predictor.model, predictor.variables
   m = methods.get(config.model.name)
+  m.check_evaluation(model, clips=len(data.meta.image_shape) == 4)
   trainable = variables['params'] if len(m.collections) == 1 else \
       {c: variables[c] for c in m.collections}
   p_eval = jax.pmap(functools.partial(steps.eval_step, model=model, loss_fn=m.loss_fn(config)),

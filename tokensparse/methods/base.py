@@ -139,6 +139,11 @@ class Method:
     del predictor, out, num_images
     return None
 
+  def check_evaluation(self, model, clips: bool) -> None:
+    """Raise ValueError where evaluating `model` on the data (clips or still images) would
+    report something else than the method does (a per-frame video method on still images)."""
+    del model, clips
+
   def export(self, predictor, platforms: Sequence[str] | None = None):
     """A `jax.export.Exported` of what the method deploys, or None for the model's inference
     function (tokensparse.export exports that)."""

@@ -78,6 +78,15 @@ class EventfulMethod(Method):
     from tokensparse.methods.eventful import viz  # drawing (PIL, data) only when drawn
     return viz.figures(predictor, out, num_images)
 
+  def check_evaluation(self, model, clips):
+    if not clips and not model.factorised:
+      raise ValueError(
+          'the Eventful Transformer saves work between the frames of a clip; on still images '
+          'every input is the dense first frame (the dense accuracy, at the dense cost). '
+          "Evaluate it on clips: a video model (model.video='factorised'), or an image model's "
+          "weights on clips with methods.get('eventful').clip_runner(predictor, capacity=...) "
+          '(benchmarks/eventful_accuracy.py does that for the canvas model)')
+
   def export(self, predictor, platforms=None):
     return export_eventful_step(predictor, platforms=platforms)
 
