@@ -59,6 +59,14 @@ def check_command_line(argv) -> None:
   """A mistyped --config path, config argument or --config.* field ends in one `error:` line
   (with the nearest match), not in ml_collections' tracebacks; nothing has been written yet."""
   from tokensparse import configs  # pylint: disable=g-import-not-at-top
+  if any(a in ('-h', '--help', '--helpshort', '--helpfull') for a in argv):
+    return
+  given = lambda flag: any(a == flag or a.startswith(flag + '=') for a in argv)
+  for flag, what in (('--config', 'the experiment config, e.g. --config configs/vit/fashion_mnist.py'),
+                     ('--workdir', 'the work directory for checkpoints and metrics, e.g. '
+                                   '--workdir runs/vit_fashion_mnist')):
+    if not given(flag):
+      sys.exit(f'error: {flag} is required: {what}')
   spec = None
   for i, a in enumerate(argv):
     if a.startswith('--config='):
@@ -66,7 +74,7 @@ def check_command_line(argv) -> None:
     elif a == '--config' and i + 1 < len(argv):
       spec = argv[i + 1]
   if spec is None:
-    return  # absl reports the missing required flag
+    sys.exit('error: --config needs a value: the experiment config file')
   try:
     configs.check_command_line(spec, [a for a in argv if a.startswith('--config.')])
   except ValueError as e:

@@ -128,7 +128,9 @@ def test_cli_config_mistakes_name_the_flag_and_write_nothing(tmp_path):
       (['--config.batch_size=abc'], 'error: --config.batch_size=abc: batch_size is an int '
                                     '(now 16)\n'),
       (['--config.model.patch_size=5'],
-       'error: model.image_size=28: not divisible by model.patch_size=5\n')):
+       'error: model.image_size=28: not divisible by model.patch_size=5\n'),
+      (['--config.data.flip=maybe'], 'error: --config.data.flip=maybe: data.flip is a boolean: '
+                                     'true or false (now True)\n')):
     r = subprocess.run(train_cmd(cfg, workdir, *args), env=env(2), capture_output=True,
                        text=True, timeout=120)
     assert r.returncode != 0 and message in r.stderr, r.stderr
@@ -139,7 +141,9 @@ def test_cli_config_mistakes_name_the_flag_and_write_nothing(tmp_path):
       (train_cmd(cfg + ':fast', workdir),
        f"error: --config {cfg}:fast: get_config() takes 0 positional arguments but 1 was given"),
       (train_cmd(cfg, str(tmp_path / 'a_file')),
-       f'error: --workdir {tmp_path / "a_file"}: is a file, not a directory')):
+       f'error: --workdir {tmp_path / "a_file"}: is a file, not a directory'),
+      (train_cmd(cfg, workdir)[:4],   # no --workdir
+       'error: --workdir is required: the work directory for checkpoints and metrics')):
     r = subprocess.run(cmd, env=env(2), capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and r.stderr.startswith(message), r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr

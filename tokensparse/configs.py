@@ -230,6 +230,9 @@ def check_command_line(spec: str, overrides: list[str]) -> None:
              f' ({where} is a value, not a group)'))
       node = node[key]
     kind = type(node)
+    if has_value and kind is bool and value.lower() not in ('true', 'false', 't', 'f', '1', '0'):
+      raise ValueError(f'--config.{name}={value}: {name} is a boolean: true or false '
+                       f'(now {node!r})')
     if has_value and kind in (int, float) and not isinstance(node, bool):
       try:
         float(value) if kind is float else int(value)
