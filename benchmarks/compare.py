@@ -87,6 +87,7 @@ class Settings:
   report: str = ''                       # markdown file; '' = BENCHMARKS.md section 'compare'
   plot: str = os.path.normpath(os.path.join(ROOT, 'docs', 'compare', 'pareto.png'))
   rows: tuple = ()                       # the lines to run (keys of ROWS); () = all
+  quick: bool = False                    # a smoke run: said in the report's heading
 
 
 def log(msg):
@@ -469,10 +470,16 @@ def report(settings: Settings, rows, eventful, teacher_result, dense_ref, elapse
   speed_name = settings.speed_model.get('variant', 'custom')
   length_text = (f'{settings.epochs:g} epoch(s)' if not settings.row_steps else
                  f'{settings.row_steps} steps')
-  subset = f' --rows {",".join(settings.rows)}' if settings.rows else ''
+  subset = (' --quick' if settings.quick else '') + (
+      f' --rows {",".join(settings.rows)}' if settings.rows else '')
   heading = ('## Which method at which budget' if not settings.rows else
              f'### {", ".join(ROWS[k][1].label for k in settings.rows)} in the comparison')
-  plot = os.path.relpath(settings.plot, ROOT)
+  if settings.quick:
+    heading += (' (a --quick smoke run: a 60-step teacher, 8-step rows, 500 test images; it '
+                'checks the machinery, its numbers are not results)')
+  # The plot's link, relative to where the report is read.
+  plot = os.path.relpath(settings.plot, os.path.dirname(settings.report) if settings.report
+                         else ROOT)
   body = (
       f'{heading}\n\n'
       f'`python benchmarks/compare.py{subset}` at {git_revision()} on {device_description()}, '
@@ -589,6 +596,7 @@ def quick_settings() -> Settings:
     teacher_cfg.data.eval_split = 'test[:500]'
     teacher_cfg.log_every_steps = 20
   return Settings(root=root, teacher=teacher_cfg, row_steps=8, budgets=(0.65,), clips=40,
+                  quick=True,
                   speed_model=dict(variant='Ti/16', image_size=64, num_classes=10), rounds=1,
                   iters=1, report=os.path.join(root, 'COMPARE.md'),
                   plot=os.path.join(root, 'pareto.png'))

@@ -91,6 +91,7 @@ def test_compare_runs_every_stage_and_resumes(tmp_path, capsys):
   assert 'Teacher converged: one more' in body
   assert 'Eventful Transformer on clips' in body
   assert open(settings.report).read() == body
+  assert '](pareto.png)' in body                   # its own plot, beside the report
   img = Image.open(settings.plot)
   assert img.size[0] > 800 and len(set(np.asarray(img).reshape(-1, 3)[:, 0].tolist())) > 5
   # Resuming: every run is found finished and skipped; nothing is trained again.

@@ -76,3 +76,16 @@ def test_build_names_what_is_missing(tmp_path):
       'ILSVRC2012_img_val.tar (imagenet2012 needs ILSVRC2012_img_train.tar and '
       'ILSVRC2012_img_val.tar)')
   assert not os.path.exists(tmp_path / 'tfds')
+
+
+def test_build_names_an_empty_tar_and_leaves_nothing(tmp_path):
+  """0-byte tars (an incomplete download) are named in one line before anything is written."""
+  for name in ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'):
+    (tmp_path / name).write_bytes(b'')
+  run = subprocess.run([sys.executable, '-m', 'tokensparse.data.build', 'imagenet2012',
+                        '--data_dir', str(tmp_path / 'tfds'), '--manual_dir', str(tmp_path)],
+                       env=cli_runs.env(1), capture_output=True, text=True, timeout=300)
+  assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+  assert run.stderr.strip() == (f'error: --manual_dir {tmp_path}: ILSVRC2012_img_train.tar is '
+                                'not a tar archive (0 bytes: an incomplete download?)')
+  assert not os.path.exists(tmp_path / 'tfds')

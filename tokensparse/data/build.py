@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import shutil
 import sys
+import tarfile
 import time
 
 import tensorflow_datasets as tfds
@@ -44,6 +46,12 @@ def build(name: str, data_dir: str, manual_dir: str = '') -> tfds.core.DatasetBu
     if missing:
       raise ValueError(f'--manual_dir {manual_dir}: has no {" and no ".join(missing)} '
                        f'({name} needs {" and ".join(needed)})')
+    for f in needed:
+      path = os.path.join(manual_dir, f)
+      if not tarfile.is_tarfile(path):
+        size = os.path.getsize(path)
+        raise ValueError(f'--manual_dir {manual_dir}: {f} is not a tar archive ({size:,} bytes'
+                         + (': an incomplete download?' if size < 2 ** 20 else '') + ')')
     if importlib.util.find_spec('tensorflow') is None:
       raise ValueError(f'the TFDS {name} builder needs TensorFlow to build (only to build: '
                        f'training reads without it): {TENSORFLOW_EXTRA}')
@@ -54,8 +62,16 @@ def build(name: str, data_dir: str, manual_dir: str = '') -> tfds.core.DatasetBu
   log(f'building {name} into {builder.data_dir}' +
       (f' from {manual_dir}' if manual_dir else '') + ' (array_record)')
   start = time.time()
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
+  made = [d for d in (os.path.join(data_dir, name), data_dir) if not os.path.exists(d)]
+  try:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir or None))
+  except (OSError, tarfile.TarError, ValueError) as e:  # a corrupt archive, a full disk, ...
+    for d in made:  # leave nothing half-built behind
+      shutil.rmtree(d, ignore_errors=True)
+    reason = f'{type(e).__name__}: {e}'.splitlines()[0]
+    raise ValueError(f'building {name} from {manual_dir or "its download"} failed ({reason}); '
+                     f'nothing was kept under {data_dir}') from None
   splits = ', '.join(f'{s} {info.num_examples:,}' for s, info in builder.info.splits.items())
   log(f'built {name} in {time.time() - start:.0f}s: {splits} examples')
   return builder
