@@ -32,7 +32,7 @@ def embed(sd, images):
   b, h, wd, _ = images.shape
   patches = images.reshape(b, h // p, p, wd // p, p, c).transpose(0, 1, 3, 5, 2, 4)
   x = patches.reshape(b, -1, c * p * p) @ w.reshape(d, -1).T + sd['patch_embed.proj.bias']
-  prefix = [np.broadcast_to(sd['cls_token'], (b, 1, d))]
+  prefix = [np.broadcast_to(sd['cls_token'], (b, 1, d))] if 'cls_token' in sd else []
   if 'dist_token' in sd:
     prefix.append(np.broadcast_to(sd['dist_token'], (b, 1, d)))
   return np.concatenate(prefix + [x], 1) + sd['pos_embed']
@@ -63,7 +63,8 @@ def mlp_half(sd, i, x):
 
 def head(sd, x):
   x = layer_norm(x, sd['norm.weight'], sd['norm.bias'])
-  logits = x[:, 0] @ sd['head.weight'].T + sd['head.bias']
+  pooled = x[:, 0] if 'cls_token' in sd else x.mean(1)   # no class token: the mean token
+  logits = pooled @ sd['head.weight'].T + sd['head.bias']
   if 'head_dist.weight' in sd:
     logits = (logits + x[:, 1] @ sd['head_dist.weight'].T + sd['head_dist.bias']) / 2
   return logits
@@ -85,7 +86,7 @@ def forward(sd, images, num_heads, depth, between=None, bias=None):
 
 
 def random_timm_state_dict(rng, *, width, depth, num_heads, mlp_dim, patch, channels,
-                           grid, num_classes, distilled=False):
+                           grid, num_classes, distilled=False, class_token=True):
   """A timm-named state dict with random weights (scaled so activations stay O(1))."""
   r = lambda *s: (rng.standard_normal(s) * 0.1).astype(np.float32)
   n = grid * grid + (2 if distilled else 1)
@@ -104,4 +105,7 @@ def random_timm_state_dict(rng, *, width, depth, num_heads, mlp_dim, patch, chan
                p + 'norm2.weight': 1 + r(width), p + 'norm2.bias': r(width),
                p + 'mlp.fc1.weight': r(mlp_dim, width), p + 'mlp.fc1.bias': r(mlp_dim),
                p + 'mlp.fc2.weight': r(width, mlp_dim), p + 'mlp.fc2.bias': r(width)})
+  if not class_token:  # the same draws, then no class token (a mean-token classifier)
+    sd.pop('cls_token')
+    sd['pos_embed'] = sd['pos_embed'][:, 1:]
   return sd

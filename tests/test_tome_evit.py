@@ -27,9 +27,10 @@ def model_config(name='vit', distilled=False, classifier='token', **fields):
   return c
 
 
-def setup(distilled=False, seed=0):
+def setup(distilled=False, seed=0, class_token=True):
   rng = np.random.default_rng(seed)
-  sd = numpy_vit.random_timm_state_dict(rng, grid=6, distilled=distilled, **DIMS)
+  sd = numpy_vit.random_timm_state_dict(rng, grid=6, distilled=distilled,
+                                        class_token=class_token, **DIMS)
   images = rng.standard_normal((3, 24, 24, 3)).astype(np.float32)
   return sd, images
 
@@ -65,7 +66,10 @@ def tome_merge_oracle(x, size, keys, r, p):
       j = best[a][1]
       total[j] = total[j] + x[b, a] * size[b, a]
       count[j] = count[j] + size[b, a]
-    kept_a = [a for a in a_set if a not in merged]
+    if p:  # a protected class token: the unmerged A tokens back in their order
+      kept_a = [a for a in a_set if a not in merged]
+    else:  # no class token: they stay in descending similarity (ties by position)
+      kept_a = [a for a in sorted(best, key=lambda a: -best[a][0])[r:]]
     rows = [(x[b, a], size[b, a]) for a in kept_a] + [(total[j] / count[j], count[j])
                                                        for j in b_set]
     if p >= 2:  # class token (first of A), then distillation token (first of B)
@@ -92,14 +96,18 @@ def tome_oracle(sd, images, rs, p, prop_attn=True):
                            between=between, bias=bias)
 
 
-@pytest.mark.parametrize('distilled', [False, True])
+@pytest.mark.parametrize('prefix', ['cls', 'cls+dist', 'none'])
 @pytest.mark.parametrize('r,prop_attn', [(5, True), ([9, 0, 6], True), (4, False)])
-def test_tome_matches_numpy_oracle(distilled, r, prop_attn):
-  sd, images = setup(distilled)
-  cfg = model_config('tome', distilled=distilled, **{'tome.r': r, 'tome.prop_attn': prop_attn})
+def test_tome_matches_numpy_oracle(prefix, r, prop_attn):
+  """With a class token the unmerged tokens go back in order; without one (a mean-token
+  classifier) they keep ToMe's similarity order, which changes the next block's split."""
+  distilled = prefix == 'cls+dist'
+  sd, images = setup(distilled, class_token=prefix != 'none')
+  cfg = model_config('tome', distilled=distilled, classifier='gap' if prefix == 'none' else
+                     'token', **{'tome.r': r, 'tome.prop_attn': prop_attn})
   configs.validate_model(ml_collections.ConfigDict({'model': cfg}))
   rs = list(tome_ops.schedule(r, 3))
-  want = tome_oracle(sd, images, rs, 2 if distilled else 1, prop_attn)
+  want = tome_oracle(sd, images, rs, {'cls': 1, 'cls+dist': 2, 'none': 0}[prefix], prop_attn)
   got = logits_of(cfg, sd, images)
   np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
 
@@ -260,3 +268,16 @@ def test_tome_error_names_the_largest_r_this_model_allows():
       assert ok
     except ValueError:
       assert not ok
+
+
+def test_evit_marks_each_fused_token_by_the_reorganisation_that_made_it():
+  cfg = model_config('evit', **{'evit.keep_rate': 0.95, 'evit.layers': (0, 1, 2)})
+  sd, images = setup()
+  params, _ = convert.from_timm(sd, cfg)
+  _, aux = methods.build(cfg).apply({'params': params}, jnp.asarray(images))
+  k1, k2, k3 = (np.asarray(k) for k in aux['kept_indices'])
+  assert (k1 >= 0).all()                               # the first stage sees no fused token
+  assert set(k2[k2 < 0].tolist()) <= {-1} and set(k3[k3 < 0].tolist()) <= {-1, -2}
+  both = [row for row in k3 if -1 in row and -2 in row]
+  assert both, 'no image kept both fused tokens'        # two fused tokens told apart
+  assert all((row == -1).sum() <= 1 and (row == -2).sum() <= 1 for row in k3)

@@ -5,7 +5,8 @@ later blocks see the fewer tokens. No new parameters: runs off the shelf on any 
 with a class token, and fine-tunes with the ordinary trainer.
 
 aux: 'kept_indices' per reorganising block, the original patch positions of the kept tokens
-[B, k] (-1 for an earlier fused token).
+[B, k]; a fused token kept from an earlier block is marked -s, s the reorganisation (1, 2, ...)
+that made it, so two fused tokens stay apart.
 """
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ class EViT(ViT):
       x, kept = ops.keep_attentive(x, ops.class_attention(info['weights'], p), k, p, self.fuse)
       positions = gather_tokens(positions, kept)
       kept_indices.append(positions)
-      if self.fuse:
-        positions = jnp.concatenate([positions, jnp.full((b, 1), -1, positions.dtype)], axis=1)
+      if self.fuse:  # the token fused at the s-th reorganisation is marked -s
+        mark = -len(kept_indices)
+        positions = jnp.concatenate([positions, jnp.full((b, 1), mark, positions.dtype)], axis=1)
       return x, positions
 
     positions = jnp.broadcast_to(jnp.arange(x.shape[1] - p), (b, x.shape[1] - p))

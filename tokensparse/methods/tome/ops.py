@@ -10,7 +10,9 @@ Bipartite soft matching of T tokens (p prefix tokens protected):
   3. each A token's best B match; the r A tokens with the most similar matches are merged into
      their match, the others stay;
   4. merged values are size-weighted averages: x <- sum(size * x) / sum(size), sizes add.
-Result: [prefix..., unmerged A tokens (in their original order), B tokens], T - r tokens.
+Result: [prefix..., unmerged A tokens, B tokens], T - r tokens; the unmerged A tokens keep
+their original order when a class token is protected and otherwise the order of their best
+match's similarity (descending), as the official merge.py does.
 """
 from __future__ import annotations
 
@@ -47,8 +49,9 @@ def max_merge(tokens: int, num_prefix: int) -> int:
 
 
 def matching(metric: jax.Array, r: int, num_prefix: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """metric [B, T, C] -> (unmerged A positions [B, ta - r] in ascending order, merged A
-  positions [B, r], their B destinations [B, r]), positions within A and B."""
+  """metric [B, T, C] -> (unmerged A positions [B, ta - r], merged A positions [B, r], their B
+  destinations [B, r]), positions within A and B. The unmerged positions are ascending with a
+  class token, in descending similarity of their best match without one (the official rule)."""
   metric = metric.astype(jnp.float32)
   metric = metric / jnp.linalg.norm(metric, axis=-1, keepdims=True)
   a, b = metric[:, ::2], metric[:, 1::2]
@@ -59,7 +62,10 @@ def matching(metric: jax.Array, r: int, num_prefix: int) -> tuple[jax.Array, jax
   node_max, node_idx = scores.max(axis=-1), scores.argmax(axis=-1)   # [B, ta]
   order = jnp.argsort(-node_max, axis=-1, stable=True)                # most similar first
   src = order[:, :r]
-  unm = jnp.sort(order[:, r:], axis=-1)
+  # As the official merge.py: the unmerged A tokens go back to their positions only when a
+  # class token is protected (it must stay first); otherwise they stay in similarity order,
+  # which sets the next block's alternating A/B split.
+  unm = jnp.sort(order[:, r:], axis=-1) if num_prefix else order[:, r:]
   dst = jnp.take_along_axis(node_idx, src, axis=-1)
   return unm, src, dst
 
