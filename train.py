@@ -32,9 +32,21 @@ flags.DEFINE_integer('num_processes', _env_int('JAX_NUM_PROCESSES'),
                      'Number of processes (multi-host); default $JAX_NUM_PROCESSES.')
 flags.DEFINE_integer('process_id', _env_int('JAX_PROCESS_ID'),
                      'Index of this process (multi-host); default $JAX_PROCESS_ID.')
+flags.DEFINE_bool('allow_config_change', False, 'Resume a work directory with a config '
+                  'that changes what is trained (split, batch, schedule, model...); the change '
+                  'is recorded in metrics.jsonl.')
 flags.DEFINE_bool('distributed', False, 'Initialise jax.distributed from the cluster '
                   'environment (TPU pods, SLURM, ...) without the three flags above.')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def _quiet_exit(code: int) -> None:
+  """Exit after the one error line: what orbax's and tensorstore's threads print while the
+  interpreter shuts down after a failed write ('Event loop is closed') is not shown."""
+  sys.stdout.flush()
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  sys.exit(code)
 
 
 def main(argv):
@@ -49,10 +61,15 @@ def main(argv):
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   from tokensparse.train import loop  # pylint: disable=g-import-not-at-top
   try:
-    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                            allow_config_change=FLAGS.allow_config_change)
+  except (ValueError, OSError, FloatingPointError) as e:  # OSError: not writable, disk full...
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    _quiet_exit(1)
+  except KeyboardInterrupt:
+    print(f'error: interrupted twice: stopped at once without saving; the checkpoints in '
+          f'{FLAGS.workdir} are as they were (rerun to resume)', file=sys.stderr)
+    sys.exit(130)
 
 
 def check_command_line(argv) -> None:

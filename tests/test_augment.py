@@ -291,11 +291,12 @@ def test_threads_do_not_change_the_batches(tmp_path):
     np.testing.assert_array_equal(a['image'], b['image'])
 
 
-def test_augmented_run_resumes_to_the_same_parameters(tmp_path):
+def test_augmented_run_resumes_to_the_same_parameters(tmp_path, monkeypatch):
   config = fake_data.tiny_config(tmp_path, **DEIT)
   loop.train_and_evaluate(config, str(tmp_path / 'straight'))
-  half = fake_data.tiny_config(tmp_path, total_steps=2, **DEIT)
-  loop.train_and_evaluate(half, str(tmp_path / 'resumed'))
+  with monkeypatch.context() as m:  # preempted after step 2
+    m.setattr(loop.Preemption, 'stop_at', lambda self, step: step >= 2)
+    assert loop.train_and_evaluate(config, str(tmp_path / 'resumed'))['preempted']
   loop.train_and_evaluate(config, str(tmp_path / 'resumed'))
 
   def final_params(workdir):

@@ -29,7 +29,14 @@ def test_shipped_configs_validate_and_build(path):
     ('model.mlp_dim', [192, 192], 'model.mlp_dim=[192, 192]: needs one entry per block (model.depth=6)'),
     ('model.dropout', 1.5, 'model.dropout=1.5: must be in [0, 1)'),
     ('model.dtype', 'float8', "model.dtype='float8': expected one of"),
-    ('batch_size', 0, 'batch_size=0: must be positive'),
+    ('batch_size', 0, 'batch_size=0: must be an integer >= 1 (examples per step)'),
+    ('keep_checkpoints', 0, 'keep_checkpoints=0: must be an integer >= 1 (checkpoints kept'),
+    ('eval_batch_size', 0, 'eval_batch_size=0: must be an integer >= 1'),
+    ('checkpoint_every_steps', -1, 'checkpoint_every_steps=-1: must be an integer >= 1'),
+    ('total_steps', -5, 'total_steps=-5: must be an integer >= 0'),
+    ('optimizer.min_lr', 1.0, 'optimizer.min_lr=1.0: must be in [0, optimizer.lr='),
+    ('optimizer.b2', 1.0, 'optimizer.b2=1.0: must be in [0, 1)'),
+    ('data.eval_crop_fraction', 0.0, 'data.eval_crop_fraction=0.0: must be in (0, 1]'),
     ('optimizer.lr', -1.0, 'optimizer.lr=-1.0: must be positive'),
     ('label_smoothing', 1.0, 'label_smoothing=1.0: must be in [0, 1)'),
     ('data.std', (0.0,), 'data.std=(0.0,): entries must be positive'),
@@ -133,3 +140,18 @@ def test_saved_old_style_configs_are_migrated():
   assert new['loss'] == {'dynamic_vit': {'ratio_weight': 5.0, 'distill_weight': 0.5,
                                          'token_weight': 0.5}, 'vtp': {'l1_weight': 1e-3}}
   assert 'dynamic_vit' not in new and 'vtp' not in new and old['model']['keep_ratio'] == 0.5
+
+
+@pytest.mark.parametrize('body, message', [
+    ('def get_config():\n  return undefined_name\n',
+     "the config file raised NameError: name 'undefined_name' is not defined (line 2)"),
+    ('def get_config(:\n', 'the config file raised SyntaxError: '),
+    ('import no_such_module_anywhere\n', "the config file raised ModuleNotFoundError: No module "
+                                          "named 'no_such_module_anywhere' (line 1)")])
+def test_a_config_file_that_raises_is_named_in_one_line(tmp_path, body, message):
+  path = tmp_path / 'broken.py'
+  path.write_text(body)
+  with pytest.raises(ValueError) as e:
+    configs.check_command_line(str(path), [])
+  assert str(e.value).startswith(f'--config {path}: {message}'), str(e.value)
+  assert len(str(e.value).splitlines()) == 1

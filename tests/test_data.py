@@ -53,3 +53,30 @@ def test_crops_give_the_model_size():
   assert pipeline.center_crop(image, 32, 0.875).shape == (32, 32, 3)
   grey = rng.integers(0, 255, (28, 28, 1)).astype(np.uint8)
   assert pipeline.resize(grey, 32).shape == (32, 32, 1)
+
+
+def test_a_second_first_run_waits_for_the_build_instead_of_crashing(tmp_path, capsys):
+  """Two first runs build the same dataset at once: the second waits on the build lock (held
+  here by the test) and then reuses the finished build."""
+  import fcntl
+  import threading
+  from tests.fake_data import make_fashion_like
+  source, data_dir = make_fashion_like(str(tmp_path / 'idx')), str(tmp_path / 'tfds')
+  kwargs = dict(data_dir=data_dir, source_dir=source)
+  builder = fashion_mnist.FashionMnist(file_format='array_record', **kwargs)
+  lock_path = tmp_path / 'tfds' / '.fashion_mnist-1.0.0.build.lock'
+  lock_path.parent.mkdir()
+  built = []
+  with open(lock_path, 'w') as held:
+    fcntl.flock(held, fcntl.LOCK_EX)       # another process is building ...
+    waiter = threading.Thread(
+        target=lambda: built.append(fashion_mnist.prepared(fashion_mnist.FashionMnist, **kwargs)))
+    waiter.start()
+    waiter.join(timeout=2.0)
+    assert waiter.is_alive() and not built  # ... so this one waits
+    assert 'waiting for another process that is building fashion_mnist' in capsys.readouterr().out
+    fashion_mnist.build_offline(builder)    # the other build completes
+    capsys.readouterr()
+  waiter.join(timeout=60)
+  assert built and len(built[0].as_data_source(split='train')) == 96
+  assert 'building fashion_mnist once' not in capsys.readouterr().out  # not built twice

@@ -45,6 +45,22 @@ def test_wrong_inputs_are_refused(trained, shape, message):
     predictor.predict(np.zeros(shape, np.uint8))
 
 
+@pytest.mark.parametrize('pixels,message', [
+    (np.zeros((2, 28, 28, 1), np.int8), 'inputs are int8: pixels must be uint8 or floats'),
+    (np.zeros((2, 28, 28, 1), bool), 'inputs are bool: pixels must be uint8'),
+    (np.full((2, 28, 28, 1), -1.0, np.float32), r'inputs range over \[-1, -1\]'),
+    (np.full((2, 28, 28, 1), 300.0, np.float32), r'inputs range over \[300, 300\]'),
+    (np.full((2, 28, 28, 1), np.nan, np.float32), 'inputs hold 1568 NaN or infinite'),
+    (np.zeros((0, 28, 28, 1), np.uint8), r'inputs have shape \(0, 28, 28, 1\): an empty batch'),
+])
+def test_predict_refuses_pixels_outside_its_contract(trained, pixels, message):
+  predictor = inference.load(trained[0])
+  with pytest.raises(ValueError, match=message):
+    predictor.predict(pixels)
+  ok = np.full((1, 28, 28, 1), 255.0, np.float32)     # floats in [0, 255] pass
+  assert predictor.predict(ok).shape == (1, 10)
+
+
 def test_missing_workdir_and_file_without_config(tmp_path):
   with pytest.raises(FileNotFoundError, match='no such work directory or checkpoint file'):
     inference.load(str(tmp_path / 'nothing'))

@@ -169,7 +169,7 @@ def test_a_live_work_directory_is_refused_and_a_dead_runs_lock_taken_over(tmp_pa
   # A lock file whose holder died (no flock on it) is taken over, and the takeover said.
   (workdir / lock.NAME).write_text(json.dumps({'pid': 999999, 'host': 'gone', 'started': 'then'}))
   capsys.readouterr()
-  loop.train_and_evaluate(fake_data.tiny_config(tmp_path, total_steps=4), str(workdir))
+  loop.train_and_evaluate(config, str(workdir))
   assert ('took over the lock of a run that ended without releasing it (pid 999999 on host '
           'gone, started then)') in capsys.readouterr().out
   assert not (workdir / lock.NAME).exists()

@@ -17,6 +17,7 @@ import glob
 import importlib.util
 import json
 import os
+import traceback
 
 import ml_collections
 from ml_collections import config_dict
@@ -213,8 +214,14 @@ def check_command_line(spec: str, overrides: list[str]) -> None:
   try:
     module_spec.loader.exec_module(module)
     config = module.get_config(arg) if arg else module.get_config()
-  except (ValueError, TypeError) as e:
+  except (ValueError, TypeError) as e:  # a bad config argument
     raise ValueError(f'--config {spec}: {e}') from None
+  except Exception as e:  # pylint: disable=broad-except  (the file itself is broken)
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if os.path.abspath(f.filename) == os.path.abspath(path)]
+    where = f' (line {frames[-1].lineno})' if frames else ''
+    raise ValueError(f'--config {spec}: the config file raised {type(e).__name__}: '
+                     f'{e}{where}'.splitlines()[0]) from None
   for flag in overrides:
     name, has_value, value = flag[len('--config.'):].partition('=')
     node, keys = config, name.split('.')
@@ -281,20 +288,46 @@ def validate_model(config) -> dict:
   return kw
 
 
+# (field, lowest allowed value, what it means) for the integer counts of the loop.
+COUNTS = (('batch_size', 1, 'examples per step'), ('eval_batch_size', 1, 'examples per eval step'),
+          ('total_steps', 0, 'steps (0: from num_epochs)'),
+          ('warmup_steps', 0, 'steps (0: from warmup_epochs)'),
+          ('log_every_steps', 1, 'steps between progress lines'),
+          ('eval_every_steps', 0, 'steps between evaluations (0: at the end)'),
+          ('checkpoint_every_steps', 1, 'steps between checkpoints'),
+          ('keep_checkpoints', 1, 'checkpoints kept (the newest)'))
+
+
 def validate(config) -> None:
-  """Raise ValueError naming the first field whose value cannot work."""
+  """Raise ValueError naming the first field whose value cannot work (before anything runs or
+  is written)."""
   validate_model(config)
-  if config.batch_size <= 0:
-    fail('batch_size', config.batch_size, 'must be positive')
-  if config.get('total_steps', 0) <= 0 and config.num_epochs <= 0:
+  for field, lowest, meaning in COUNTS:
+    value = config.get(field, lowest)
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+      fail(field, value, f'must be an integer >= {lowest} ({meaning})')
+  if not isinstance(config.get('seed', 0), int):
+    fail('seed', config.seed, 'must be an integer')
+  if config.get('total_steps', 0) <= 0 and not config.num_epochs > 0:
     fail('num_epochs', config.num_epochs, 'must be positive (or set total_steps)')
+  if not config.get('warmup_epochs', 0.0) >= 0:
+    fail('warmup_epochs', config.warmup_epochs, 'must be >= 0')
   if not 0.0 <= config.label_smoothing < 1.0:
     fail('label_smoothing', config.label_smoothing, 'must be in [0, 1)')
-  if config.log_every_steps <= 0:
-    fail('log_every_steps', config.log_every_steps, 'must be positive')
-  if config.optimizer.lr <= 0:
-    fail('optimizer.lr', config.optimizer.lr, 'must be positive')
-  for i, group in enumerate(config.optimizer.get('lr_groups') or []):
+  opt = config.optimizer
+  if opt.name not in ('adamw', 'sgd'):
+    fail('optimizer.name', opt.name, "expected 'adamw' or 'sgd'")
+  if not opt.lr > 0:
+    fail('optimizer.lr', opt.lr, 'must be positive')
+  if not 0 <= opt.min_lr <= opt.lr:
+    fail('optimizer.min_lr', opt.min_lr, f'must be in [0, optimizer.lr={opt.lr}]')
+  for field in ('weight_decay', 'grad_clip_norm'):
+    if not opt[field] >= 0:
+      fail(f'optimizer.{field}', opt[field], 'must be >= 0 (0: off)')
+  for field in ('b1', 'b2', 'momentum'):
+    if field in opt and not 0 <= opt[field] < 1:
+      fail(f'optimizer.{field}', opt[field], 'must be in [0, 1)')
+  for i, group in enumerate(opt.get('lr_groups') or []):
     if not 2 <= len(group) <= 3 or not isinstance(group[0], str):
       fail(f'optimizer.lr_groups[{i}]', group, 'expected (regex, multiplier[, freeze_steps])')
 
@@ -303,4 +336,10 @@ def validate(config) -> None:
     fail('data.std', d.std, f'needs as many entries as data.mean={d.mean}')
   if any(s <= 0 for s in d.std):
     fail('data.std', d.std, 'entries must be positive')
+  for field, lowest in (('crop_padding', 0), ('canvas_size', 0), ('threads', 0)):
+    value = d.get(field, lowest)
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+      fail(f'data.{field}', value, f'must be an integer >= {lowest}')
+  if not 0 < d.get('eval_crop_fraction', 1.0) <= 1:
+    fail('data.eval_crop_fraction', d.eval_crop_fraction, 'must be in (0, 1]')
   augment.check_fields(d)

@@ -44,6 +44,9 @@ class Predictor:
     return ((t,) if t else ()) + (s, s, self.channels)
 
   def check(self, images) -> None:
+    """Pixels as stored: uint8, or floats in [0, 255]; of `input_shape`, a batch of at least
+    one. Anything else (other integer or bool types, NaN/inf, values out of range, an empty
+    batch) is refused in one line."""
     shape = tuple(np.shape(images))
     if len(shape) != len(self.input_shape) + 1 or shape[1:] != self.input_shape:
       raise ValueError(f'inputs have shape {shape}; this model takes [batch, '
@@ -51,6 +54,21 @@ class Predictor:
                        f'{self.model.image_size}, {self.channels} channel(s)'
                        + (f', {self.model.num_frames} frames' if self.model.num_frames else '')
                        + ')')
+    if shape[0] == 0:
+      raise ValueError(f'inputs have shape {shape}: an empty batch')
+    dtype = np.result_type(images) if not hasattr(images, 'dtype') else np.dtype(images.dtype)
+    if dtype == np.uint8:
+      return
+    if dtype.kind != 'f':
+      raise ValueError(f'inputs are {dtype}: pixels must be uint8 or floats in [0, 255] (as '
+                       'stored); convert them, e.g. np.clip(x, 0, 255).astype(np.uint8)')
+    x = np.asarray(images)
+    if not np.isfinite(x).all():
+      raise ValueError(f'inputs hold {int((~np.isfinite(x)).sum())} NaN or infinite value(s)')
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 255:
+      raise ValueError(f'inputs range over [{lo:g}, {hi:g}]: float pixels must lie in [0, 255] '
+                       '(as stored, before normalisation)')
 
   def normalize(self, images) -> jax.Array:
     """Pixels (uint8, or floats in [0, 255]) -> the normalised float32 model input."""

@@ -8,6 +8,7 @@ uint8 tensors [28, 28, 1], labels as a 10-way ClassLabel, 60,000 train / 10,000 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import io
 import logging
@@ -104,11 +105,27 @@ def build_offline(builder) -> None:
 
 def prepared(builder_class, **kwargs):
   """A local builder (this one or one made from its files), built offline on first use."""
-  with quiet_tfds():  # before a first build TFDS warns about a missing dataset_info.json
-    builder = builder_class(file_format='array_record', **kwargs)
-    ready = builder.is_prepared()
-  if not ready:
-    build_offline(builder)
+  def make():
+    with quiet_tfds():  # before a first build TFDS warns about a missing dataset_info.json
+      made = builder_class(file_format='array_record', **kwargs)
+      return made, made.is_prepared()
+  builder, ready = make()
+  if ready:
+    return builder
+  # One build at a time: a second first run waits for the first one's build and reuses it.
+  root = str(builder.data_dir_root)  # (not beside the version folders: TFDS lists those)
+  os.makedirs(root, exist_ok=True)
+  name = os.path.relpath(builder.data_dir, root).replace(os.sep, '-')
+  with open(os.path.join(root, f'.{name}.build.lock'), 'w') as lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      print(f'[{time.strftime("%H:%M:%S")}] waiting for another process that is building '
+            f'{builder.name} into {builder.data_dir}', flush=True)
+      fcntl.flock(lock, fcntl.LOCK_EX)
+    builder, ready = make()
+    if not ready:
+      build_offline(builder)
   return builder
 
 

@@ -30,6 +30,11 @@ from tokensparse.data import Data
 from tokensparse.train import lock, optim, steps
 
 
+def config_dict(config) -> dict:
+  """A config as the plain dict a checkpoint stores (JSON types: tuples become lists)."""
+  return json.loads(config.to_json_best_effort())
+
+
 def log(msg: str) -> None:
   if jax.process_index() == 0:
     print(f'[{time.strftime("%H:%M:%S")}] {msg}', flush=True)
@@ -49,26 +54,35 @@ class MetricWriter:
 
 
 class Preemption:
-  """SIGTERM (what schedulers send before taking a machine) asks the loop to stop: it saves a
-  checkpoint at the end of the current step and returns. With several processes they agree on
-  the stop step through jax's preemption sync point, so no process is left in a collective."""
+  """SIGTERM (what schedulers send before taking a machine), SIGHUP (a closed terminal) and
+  SIGINT (Ctrl-C) ask the loop to stop: it saves a checkpoint at the end of the current step
+  and returns. A second SIGINT stops at once, without saving (KeyboardInterrupt). With several
+  processes they agree on the stop step through jax's preemption sync point, so no process is
+  left in a collective."""
+  SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self.signal_name = ''
+    self._previous = {}
 
   def __enter__(self):
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # the second Ctrl-C: stop now
     self.requested = True
+    self.signal_name = signal.Signals(signum).name
+    log(f'{self.signal_name}: stopping after this step with a checkpoint '
+        + ('(Ctrl-C again stops at once, without saving)' if signum == signal.SIGINT else ''))
 
   def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for s, previous in self._previous.items():
+      signal.signal(s, previous)
 
   def stop_at(self, step: int) -> bool:
     if jax.process_count() > 1:
@@ -176,8 +190,46 @@ def adopt_model_fields(config):
   return ml_collections.ConfigDict(d)
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Train `config` in `workdir`, resuming from its latest checkpoint; returns final eval."""
+# Fields a resumed run may change freely: they change neither what is trained nor how.
+HARMLESS = ('log_every_steps', 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
+            'eval_batch_size', 'data.threads', 'data.data_dir', 'data.source_dir',
+            'data.eval_split', 'init_from')
+
+
+def config_changes(saved: dict, config: dict, prefix: str = '') -> dict[str, tuple]:
+  """{'a.b': (old, new)} for every field of both config dicts that differs, except the
+  HARMLESS ones (a field only one has came or went with a new version of tokensparse)."""
+  out = {}
+  for key in sorted(set(saved) & set(config)):
+    name = f'{prefix}{key}'
+    if any(name == h or name.startswith(h + '.') for h in HARMLESS):
+      continue
+    old, new = saved.get(key), config.get(key)
+    if isinstance(old, dict) and isinstance(new, dict):
+      out.update(config_changes(old, new, name + '.'))
+    elif old != new and not (isinstance(old, (list, tuple)) and isinstance(new, (list, tuple))
+                             and list(old) == list(new)):
+      out[name] = (old, new)
+  return out
+
+
+def check_writable(workdir: str) -> None:
+  """OSError in one line when the work directory cannot be written."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write-test-{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise OSError(f'--workdir {workdir}: cannot be written ({e.strerror or e})') from None
+
+
+def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) -> dict:
+  """Train `config` in `workdir`, resuming from its latest checkpoint that verifies; returns
+  the final evaluation. A resumed run whose config changes what is trained or how (see
+  HARMLESS for what it may change) is refused unless `allow_config_change`, which records the
+  change in metrics.jsonl."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f'--workdir {workdir}: is a file, not a directory')
   config = config_lib.complete(adopt_model_fields(config))
@@ -208,15 +260,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
   state = steps.TrainState.create(params, tx, jax.random.fold_in(rng, 1),
                                   frozen=method.frozen_variables(config, params))
 
-  os.makedirs(workdir, exist_ok=True)  # only now: a bad config or dataset writes nothing
+  check_writable(workdir)  # only now: a bad config or dataset writes nothing
   with contextlib.ExitStack() as held:
     if jax.process_index() == 0:  # one lock per run; the other processes belong to it
       note = held.enter_context(lock.WorkdirLock(workdir)).takeover_note()
       if note:
         log(note)
     mngr = checkpoint.manager(workdir, config.get('keep_checkpoints', 3))
+    writer = MetricWriter(workdir)
     if mngr.latest_step() is not None:
-      state, step = checkpoint.restore(mngr, state)
+      found = checkpoint.newest_valid(mngr, state, os.path.join(workdir, 'corrupt_checkpoints'))
+      if found is None:
+        raise FileNotFoundError(f'--workdir {workdir}: none of its checkpoints reads back intact '
+                                '(they are in corrupt_checkpoints/); use a new --workdir')
+      state, step = found
+      changes = config_changes(checkpoint.load_config(workdir, step), config_dict(config))
+      if changes:
+        listed = '; '.join(f'{k}: {old!r} -> {new!r}' for k, (old, new) in changes.items())
+        if not allow_config_change:
+          raise ValueError(f'--workdir {workdir} was trained with another config: {listed}. '
+                           'Rerun with the saved config (the fields as before), use a new '
+                           '--workdir, or pass --allow_config_change to change them and record '
+                           'it in metrics.jsonl')
+        writer.write(step, 'config_change', {k: {'old': old, 'new': new}
+                                             for k, (old, new) in changes.items()})
+        log(f'config changed on resume (recorded in metrics.jsonl): {listed}')
       log(f'resumed from checkpoint at step {step} in {workdir}')
     start = int(state.step)
     log(f'{meta.name}: {meta.num_train} train / {meta.num_eval} eval examples, '
@@ -229,12 +297,22 @@ def train_and_evaluate(config, workdir: str) -> dict:
     p_eval = jax.pmap(functools.partial(steps.eval_step, model=model, loss_fn=loss_fn),
                       axis_name=steps.AXIS)
     rstate = steps.replicate(state)
-    writer = MetricWriter(workdir)
     batches = data.train_iter(start)
     with Preemption() as preemption:
       return _train(config, workdir, state=rstate, start=start, total_steps=total_steps,
                     batches=batches, p_train=p_train, p_eval=p_eval, data=data, mngr=mngr,
                     writer=writer, preemption=preemption)
+
+
+def diverged(config, workdir, mngr, step: int, loss) -> None:
+  """Raise the one-line FloatingPointError of a divergence at `step` (nothing of it saved)."""
+  last = mngr.latest_step()
+  raise FloatingPointError(
+      f'training diverged: the loss is {loss} at step {step}; stopped without saving it. ' +
+      (f'The last checkpoint, step {last} in {workdir}, is finite: a rerun resumes from it '
+       f'(lower optimizer.lr={config.optimizer.lr:g} or clip gradients with '
+       'optimizer.grad_clip_norm)' if last is not None else
+       f'No checkpoint had been saved yet in {workdir}'))
 
 
 def _train(config, workdir, *, state, start, total_steps, batches, p_train, p_eval, data, mngr,
@@ -248,26 +326,32 @@ def _train(config, workdir, *, state, start, total_steps, batches, p_train, p_ev
   # The host runs one step ahead at most: it reads a step's metrics right after dispatching the
   # next one. With more in flight, XLA's CPU client can deadlock (each emulated device's queued
   # launches wait for threads that its peers hold inside a cross-device all-reduce).
+  # Every step's loss is checked as it is read: the first non-finite one stops the run before
+  # anything after it is saved (checkpoints hold finite states only).
   pending = None
+
+  def read(pending, sums):
+    if pending is None:
+      return sums
+    at, m = pending
+    m = steps.host_metrics(m)
+    loss = float(m['loss']) / max(float(m['count']), 1.0)
+    if not np.isfinite(loss):
+      diverged(config, workdir, mngr, at, loss)
+    return steps.add_metrics(sums, m)
+
   for step in range(start + 1, total_steps + 1):
     rstate, m = p_train(rstate, next(batches))
-    if pending is not None:
-      sums = steps.add_metrics(sums, steps.host_metrics(pending))
-    pending = m
+    sums = read(pending, sums)
+    pending = (step, m)
     seen += config.batch_size
     if step == start + 1:  # keep compilation out of the images/s figure
       jax.block_until_ready(m)
       log(f'compiled and ran the first step in {time.time() - t_last:.1f}s')
       t_last, seen = time.time(), 0
     if step % log_every == 0 or step == total_steps:
-      sums, pending = steps.add_metrics(sums, steps.host_metrics(pending)), None
+      sums, pending = read(pending, sums), None
       train = steps.summarize(sums)
-      if not np.isfinite(train['loss']):
-        last = mngr.latest_step()
-        raise FloatingPointError(
-            f'training loss is {train["loss"]} at step {step}; stopped without saving. ' +
-            (f'The last good checkpoint is step {last} in {workdir}' if last is not None else
-             f'No checkpoint had been saved yet in {workdir}'))
       now = time.time()
       ips = seen / max(now - t_last - paused, 1e-9) if seen else float('nan')  # nan: step 1 only
       eta = (total_steps - step) * config.batch_size / ips if seen else 0.0
@@ -286,13 +370,17 @@ def _train(config, workdir, *, state, start, total_steps, batches, p_train, p_ev
     stop = preemption.stop_at(step)
     if (ckpt_every and step % ckpt_every == 0) or step == total_steps or stop:
       t_pause = time.time()
-      checkpoint.save(mngr, step, steps.unreplicate(rstate), config,
-                      methods.get(config.model.name).collections)
+      sums, pending = read(pending, sums), None     # this step's loss is finite
+      host = steps.unreplicate(rstate)
+      bad = checkpoint.nonfinite(host.params)
+      if bad:
+        diverged(config, workdir, mngr, step, f'finite, but {bad} is not')
+      checkpoint.save(mngr, step, host, config, methods.get(config.model.name).collections)
       paused += time.time() - t_pause
     if stop and step < total_steps:
       mngr.close()
-      log(f'preempted (SIGTERM): saved the checkpoint of step {step} in {workdir}; run the same '
-          'command again to resume')
+      log(f'preempted ({preemption.signal_name}): saved the checkpoint of step {step} in '
+          f'{workdir}; run the same command again to resume')
       return {'preempted': True, 'step': step}
   if start >= total_steps:
     log(f'nothing to do: the checkpoint in {workdir} is already at step {start}')
