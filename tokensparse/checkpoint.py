@@ -44,13 +44,14 @@ def manager(workdir: str, keep: int = 3, create: bool = True) -> ocp.CheckpointM
   fails with FileNotFoundError where there is no checkpoints/ folder."""
   if not create and not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise FileNotFoundError(f'{workdir}: no checkpoint (expected {workdir}/checkpoints/<step>)')
-  # A reader (create=False) is read-only: it never deletes or tidies what a live run writes.
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep if create else None, create=create,
-                                         read_only=not create, enable_async_checkpointing=False)
-  # Handlers named up front, not item_names: a fresh reader's item_metadata needs them.
-  handlers = {'state': ocp.StandardCheckpointHandler(), 'config': ocp.JsonCheckpointHandler(),
-              'meta': ocp.JsonCheckpointHandler()}
   with _absl_level(logging.ERROR):  # a read-only manager warns that it is read-only
+    # A reader (create=False) is read-only: it never deletes or tidies what a live run writes.
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep if create else None, create=create, read_only=not create,
+        save_interval_steps=1 if create else 0, enable_async_checkpointing=False)
+    # Handlers named up front, not item_names: a fresh reader's item_metadata needs them.
+    handlers = {'state': ocp.StandardCheckpointHandler(), 'config': ocp.JsonCheckpointHandler(),
+                'meta': ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, 'checkpoints')),
                                  options=options, item_handlers=handlers)
 
@@ -92,6 +93,23 @@ def nonfinite(tree: Any) -> str | None:
   return None
 
 
+@contextlib.contextmanager
+def _quiet_orbax():
+  """An orbax read or write whose failure is reported by the caller in one line: orbax's
+  error logs and the tracebacks tensorstore's callbacks print from their threads ('Event loop
+  is closed') are held back, replayed after success and dropped after a failure."""
+  held = _HeldStderr()
+  try:
+    with _absl_level(logging.CRITICAL):
+      yield
+  except BaseException:
+    time.sleep(1.0)  # the failed operation's threads finish printing into the held stderr
+    held.release(replay=False)
+    raise
+  finally:
+    held.release(replay=True)
+
+
 class _HeldStderr:
   """File descriptor 2 sent to a temporary file until release(): replayed after a good save,
   dropped after a failed one (whose error is raised in one line instead)."""
@@ -126,18 +144,14 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, config,
   naming the step and the directory."""
   host_state = jax.tree.map(np.asarray, jax.device_get(state))
   meta = {'collections': list(collections), 'checksums': checksums(host_state)}
-  held = _HeldStderr()  # tensorstore's callbacks print tracebacks ('Event loop is closed')
   try:
-    with _absl_level(logging.CRITICAL):  # orbax logs each failing write thread's traceback
+    with _quiet_orbax():
       mngr.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(host_state),
           config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
           meta=ocp.args.JsonSave(meta)))
       mngr.wait_until_finished()
-    held.release(replay=True)
   except Exception as e:  # orbax wraps the OS error in its own layers
-    time.sleep(1.0)  # the failed write's callbacks finish printing into the held stderr
-    held.release(replay=False)
     cause = e
     while cause.__cause__ is not None or cause.__context__ is not None:
       if isinstance(cause, OSError):
@@ -153,8 +167,6 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, config,
               f'{free / 2**20:.1f} MiB are free); the checkpoints before it are intact')
     raise OSError(f'saving the checkpoint of step {step} in {mngr.directory} failed: '
                   f'{text}') from None
-  finally:
-    held.release(replay=True)
 
 
 def abstract(tree: Any) -> Any:
@@ -173,8 +185,10 @@ def _check_architecture(mngr: ocp.CheckpointManager, step: int, target: Any) -> 
   """Compare the stored arrays' paths and shapes (metadata only) with `target`'s: ValueError
   for another architecture (the user's mistake, not a corrupt checkpoint)."""
   try:
-    stored = {_key(p): tuple(m.shape) for p, m in jax.tree_util.tree_flatten_with_path(
-        mngr.item_metadata(step)['state'])[0]}
+    with _quiet_orbax():
+      metadata = mngr.item_metadata(step)['state']
+    stored = {_key(p): tuple(m.shape)
+              for p, m in jax.tree_util.tree_flatten_with_path(metadata)[0]}
   except Exception as e:  # pylint: disable=broad-except
     raise Corrupt(f'checkpoint step {step} in {mngr.directory} has no readable metadata '
                   f'({type(e).__name__})') from None
@@ -194,10 +208,11 @@ def _verified(mngr: ocp.CheckpointManager, step: int, target: Any = None) -> Any
   if target is not None:
     _check_architecture(mngr, step, target)
   try:
-    meta = _meta(mngr, step)
-    args = ocp.args.StandardRestore(abstract(target)) if target is not None else \
-        ocp.args.StandardRestore()
-    state = mngr.restore(step, args=ocp.args.Composite(state=args))['state']
+    with _quiet_orbax():
+      meta = _meta(mngr, step)
+      args = ocp.args.StandardRestore(abstract(target)) if target is not None else \
+          ocp.args.StandardRestore()
+      state = mngr.restore(step, args=ocp.args.Composite(state=args))['state']
   except Exception as e:  # orbax / tensorstore raise many kinds for unreadable files
     reason = f'{type(e).__name__}: {e}'.splitlines()[0][:200]
     raise Corrupt(f'checkpoint step {step} in {mngr.directory} cannot be read ({reason})') \
