@@ -146,6 +146,15 @@ def accuracy_rows(runs: list[tuple[str, str]], params: bool = False) -> list[lis
   return rows
 
 
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+  """About `count` round values (steps of 1, 2 or 5 times a power of ten) inside [lo, hi]."""
+  raw = (hi - lo) / count
+  power = 10.0 ** np.floor(np.log10(raw))
+  step = power * min((m for m in (1, 2, 5, 10) if m * power >= raw), default=10)
+  first = np.ceil(lo / step) * step
+  return [float(np.round(v, 12)) for v in np.arange(first, hi + 1e-9 * step, step)]
+
+
 def line_plot(path: str, panels: list[dict], width: int = 520, height: int = 380) -> None:
   """PNG of side-by-side panels (PIL only). A panel: {'title', 'xlabel', 'ylabel', 'series':
   [{'label', 'colour', 'x', 'y', 'dashed'?, 'err'?}]}; every series gets points joined by a
@@ -168,10 +177,14 @@ def line_plot(path: str, panels: list[dict], width: int = 520, height: int = 380
       return (x0 + pad + (x - xlo) / (xhi - xlo) * (width - 1.4 * pad),
               height - pad - (y - ylo) / (yhi - ylo) * (height - 1.6 * pad))
     d.rectangle([at(xlo, yhi), at(xhi, ylo)], outline=(0, 0, 0))
-    for i in range(5):
-      xv, yv = xlo + (xhi - xlo) * (i + 0.5) / 5, ylo + (yhi - ylo) * (i + 0.5) / 5
-      d.text((at(xv, ylo)[0] - 14, height - pad + 4), f'{xv:.3g}', fill=(0, 0, 0))
-      d.text((x0 + 4, at(xlo, yv)[1] - 5), f'{yv:.3g}', fill=(0, 0, 0))
+    for xv in nice_ticks(xlo, xhi):
+      (tx, ty) = at(xv, ylo)
+      d.line([(tx, ty), (tx, ty - 5)], fill=(0, 0, 0))
+      d.text((tx - 3 * len(f'{xv:g}'), height - pad + 4), f'{xv:g}', fill=(0, 0, 0))
+    for yv in nice_ticks(ylo, yhi):
+      (tx, ty) = at(xlo, yv)
+      d.line([(tx, ty), (tx + 5, ty)], fill=(0, 0, 0))
+      d.text((x0 + 4, ty - 5), f'{yv:g}', fill=(0, 0, 0))
     for s in panel['series']:
       pts = [at(x, y) for x, y in zip(s['x'], s['y'])]
       for a, b in zip(pts, pts[1:]):

@@ -19,10 +19,11 @@ from tokensparse.methods.eventful.model import run_clip, run_video
 
 
 def update_strip(frames: np.ndarray, updated: np.ndarray, grid: tuple[int, int], patch: int,
-                   num_prefix: int, macs: list[float], dense_macs: float, path: str,
-                   scale: int = 3, title: str = 'Eventful Transformer') -> None:
+                 num_prefix: int, macs: list[float], dense_macs: float, path: str,
+                 scale: int = 3, title: str = 'Eventful Transformer',
+                 unit: str = 'frame') -> None:
   """frames uint8 [T, H, W, C]; updated [T, depth, N] bool (qkv gates) -> PNG: frames, update
-  maps, operations per frame."""
+  maps, operations per `unit` (a frame, or a video model's time step)."""
   t, h, w = frames.shape[:3]
   share = updated[:, :, num_prefix:].mean(axis=1)                  # [T, patches]
   top = np.concatenate(sum([[to_rgb(f), np.full((h, 2, 3), 255, np.uint8)] for f in frames],
@@ -34,13 +35,13 @@ def update_strip(frames: np.ndarray, updated: np.ndarray, grid: tuple[int, int],
   img = Image.fromarray(grid_img).resize((grid_img.shape[1] * scale, grid_img.shape[0] * scale),
                                          Image.NEAREST)
   bars = bar_panel(macs, dense_macs, img.width, 70,
-                   'MMACs per frame (red dashes: dense); frame 0 is dense')
+                   f'MMACs per {unit} (red dashes: dense); {unit} 0 is dense')
   out = Image.new('RGB', (img.width, img.height + bars.height + 4), 'white')
   out.paste(img, (0, 0))
   out.paste(bars, (0, img.height + 4))
   drawing.annotate(out, title, caption=[
       'top: the frames; middle: the tokens recomputed (bright: by the qkv gates of every '
-      'block), first frame dense', 'bottom: the counted operations per frame against the '
+      f'block), first {unit} dense', f'bottom: the counted operations per {unit} against the '
       'dense model']).save(path)
 
 
@@ -76,7 +77,8 @@ def figures(predictor, out: str, num_images: int = 8, clip_index: int = 0):
   path = os.path.join(out, 'eventful_updates.png')
   policy = f'r = {model.m} of {model.num_tokens}' + (
       f', threshold {model.threshold:g}' if model.threshold is not None else '')
+  unit = 'step' if model.factorised else 'frame'
   update_strip(shown, updated, model.grid, model.patch_size, model.num_prefix, macs, dense, path,
                title=f'Eventful Transformer ({model.variant}, {policy}): tokens recomputed per '
-               + ('step' if model.factorised else 'frame'))
+               f'{unit}', unit=unit)
   return (path,)
