@@ -158,13 +158,7 @@ def bar_panel(values: list[float], reference: float, width: int, height: int,
 def eval_inputs(config, n: int) -> np.ndarray:
   """The first n eval inputs of a config's data, as the model sees them before normalisation
   (uint8 [n, ...]: canvas placement and crops applied)."""
-  builder = pipeline.get_builder(config.data)
-  source = pipeline.open_split(builder, config.data.eval_split)
-  image_key, label_key = pipeline.keys(builder)
-  prep = pipeline.Preprocess(config.data, config.model.image_size, image_key, label_key)
-  n = min(n, len(source))
-  return np.stack([prep.eval(ex, i)['image'] for i, ex in
-                   enumerate(pipeline.read_many(source, list(range(n))))])
+  return pipeline.examples(config, n)[0]
 
 
 def kept_token_figures(predictor, out: str, titles: list[str], num_images: int = 8,

@@ -70,6 +70,11 @@ class Predictor:
       raise ValueError(f'inputs range over [{lo:g}, {hi:g}]: float pixels must lie in [0, 255] '
                        '(as stored, before normalisation)')
 
+  def examples(self, n: int, split: str = '') -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, labels): the first n examples of the model's eval split (or `split`, e.g.
+    'train') as `predict` takes them (uint8, canvas placement and crop applied)."""
+    return pipeline.examples(self.config, n, split)
+
   def normalize(self, images) -> jax.Array:
     """Pixels (uint8, or floats in [0, 255]) -> the normalised float32 model input."""
     x = jnp.asarray(images, jnp.float32) / 255.0

@@ -424,6 +424,19 @@ class RepeatedOrder:
     return self.shuffled[epoch * self.n + position // self.repeats]
 
 
+def examples(config, n: int, split: str = '') -> tuple[np.ndarray, np.ndarray]:
+  """The first n examples of a trained model's `config`'s eval split (or `split`) as the model
+  sees them before normalisation: (uint8 inputs [n, ...] with the canvas placement and crop of
+  evaluation applied, int labels [n]). Builds a local dataset on first use."""
+  builder = get_builder(config.data)
+  source = open_split(builder, split or config.data.eval_split)
+  image_key, label_key = keys(builder)
+  prep = Preprocess(config.data, config.model.image_size, image_key, label_key)
+  rows = [prep.eval(ex, i) for i, ex in
+          enumerate(read_many(source, list(range(min(n, len(source))))))]
+  return np.stack([r['image'] for r in rows]), np.array([r['label'] for r in rows])
+
+
 def read_many(source, indices: list[int]) -> list[dict[str, Any]]:
   """Examples at `indices`, read in one call where the source supports it."""
   if hasattr(source, '__getitems__'):

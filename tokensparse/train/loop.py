@@ -357,7 +357,8 @@ def _train(config, workdir, *, state, start, total_steps, batches, p_train, p_ev
       eta = (total_steps - step) * config.batch_size / ips if seen else 0.0
       writer.write(step, 'train', {**train, 'images_per_sec': ips})
       log(f'step {step}/{total_steps} | loss {train["loss"]:.4f} | acc '
-          f'{100 * train["accuracy"]:.2f}% | lr {train["lr"]:.2e} | {ips:.0f} img/s | '
+          f'{100 * train["accuracy"]:.2f}% | lr {train["lr"]:.2e} | '
+          + (f'{ips:.0f} img/s' if seen else 'img/s after the first step') + ' | '
           f'ETA {format_eta(eta)}')
       sums, t_last, seen, paused = None, now, 0, 0.0
     if (eval_every and step % eval_every == 0) or step == total_steps:
