@@ -204,7 +204,7 @@ def speed(args):
   dense_t = np.array(times['dense'])
   dense_macs = methods.macs(dense_model, 3)['total']
   state_bytes = lambda m: sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in jax.tree.leaves(
-      jax.eval_shape(lambda: m.empty_state(1))))
+      jax.eval_shape(lambda v: m.apply(v, method=lambda mdl: mdl.empty_state(1)), variables)))
   rows = [['dense', f'{dense_macs / 1e9:.1f}', '1.00', f'{np.median(dense_t):.2f} s', '1.00x',
            '—']]
   for r, model in models.items():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import glob
 import json
 import logging
@@ -68,6 +69,19 @@ def _absl_level(level: int):
     logger.setLevel(before)
 
 
+class _StepFolderNoise(logging.Filter):
+  """Drops orbax's warning about a step folder without metadata (an interrupted or damaged
+  checkpoint, or one a live run is still writing): orbax logs it from its worker threads at any
+  later call, and tokensparse names such a step itself, in one line, where it matters."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(('Metadata file does not exist',
+                                           'Failed to read Metadata file'))
+
+
+logging.getLogger('absl').addFilter(_StepFolderNoise())
+
+
 class Corrupt(ValueError):
   """A checkpoint that cannot be read back as it was written."""
 
@@ -104,6 +118,10 @@ def _quiet_orbax():
       yield
   except BaseException:
     time.sleep(1.0)  # the failed operation's threads finish printing into the held stderr
+    asyncio_log = logging.getLogger('asyncio')
+    level, asyncio_log.level = asyncio_log.level, logging.CRITICAL
+    gc.collect()  # its failed tasks say 'Task exception was never retrieved' when collected
+    asyncio_log.setLevel(level)
     held.release(replay=False)
     raise
   finally:
@@ -272,8 +290,19 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None,
   return state, step
 
 
+def _reader(workdir: str) -> ocp.CheckpointManager:
+  """A read-only manager; its listing is retried while a live run deletes a step under it."""
+  for attempt in range(50):
+    try:
+      return manager(workdir, create=False)
+    except OSError:
+      if attempt == 49 or not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+        raise
+      time.sleep(0.1)
+
+
 def _latest(workdir: str) -> tuple[ocp.CheckpointManager, int]:
-  mngr = manager(workdir, create=False)
+  mngr = _reader(workdir)
   step = mngr.latest_step()
   if step is None:
     raise FileNotFoundError(f'{workdir}: no checkpoint (expected {workdir}/checkpoints/<step>)')
@@ -339,17 +368,27 @@ def load_variables(path: str, config=None, *, step: int | None = None,
   parameter prefixes left out of the conversion. info: 'format' ('tokensparse', 'timm',
   'vit_jax'), 'path', and for files the normalisation the checkpoint expects ('mean', 'std')."""
   if os.path.isdir(path):
-    mngr, _ = _latest(path)
-    tried, found = set(), None
-    for _ in range(10):  # newest first; a live run may delete a step meanwhile and add a newer
-      mngr.reload()
-      candidates = [step] if step is not None else \
-          [s for s in sorted(mngr.all_steps(), reverse=True) if s not in tried]
-      found = candidates and _first_readable(mngr, candidates, tried, explicit=step is not None)
-      if found or not candidates:
-        break
+    mngr = _reader(path)
+    tried, found, listing = set(), None, None
+    for _ in range(50):  # newest first; a live run may delete a step meanwhile and add a newer
+      try:
+        mngr.reload()
+        candidates = [step] if step is not None else \
+            [s for s in sorted(mngr.all_steps(), reverse=True) if s not in tried]
+        found = candidates and _first_readable(mngr, candidates, tried, explicit=step is not None)
+      except OSError:  # a step folder went away while orbax listed or read it
+        if step is not None:
+          raise
+        listing, found = None, None
+        time.sleep(0.1)
+        continue
+      before, listing = listing, sorted(os.listdir(mngr.directory))
+      if found or step is not None or not listing or (tried and listing == before):
+        break  # read, or nothing is there, or nothing is being written
+      time.sleep(0.1)  # a live run is between saving one step and deleting another
     if not found:
-      raise FileNotFoundError(f'{path}: no checkpoint reads back intact')
+      raise FileNotFoundError(f'{path}: no checkpoint reads back intact' if tried else
+                              f'{path}: no checkpoint (expected {path}/checkpoints/<step>)')
     state, saved, collections, step = found
     params = state['params']
     variables = {'params': params} if collections == ('params',) else \
