@@ -390,7 +390,7 @@ def disk_full():
     before = intact(workdir)
     subprocess.run(['mount', '-o', 'remount,size=64m', str(mount)], check=True)
     resumed = cli(cfg, workdir)
-    want = params_of(trained('straight-diskfull', **fields))
+    want = params_of(trained('straight-diskfull', steps=fields.pop('total_steps'), **fields))
     if resumed.returncode or not same_params(params_of(workdir), want):
       ended = f'wrong result (resumed run: exit {resumed.returncode})'
     return ended, message, lost(before, intact(workdir))
@@ -436,6 +436,8 @@ def readers_racing_deletion():
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
   _wait_for_first_step(proc, workdir)
   threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its pipe drained
+  while not any(n.isdigit() for n in os.listdir(workdir / 'checkpoints')):
+    time.sleep(0.01)  # readers start once there is a checkpoint to read
   calls, failures, first = 0, 0, ''
   t = time.time()
   try:

@@ -199,8 +199,12 @@ def test_kill_9_at_random_moments_and_during_saves_resumes_to_the_same_parameter
 def test_resuming_with_another_architecture_is_refused(tmp_path):
   loop.train_and_evaluate(fake_data.tiny_config(tmp_path), str(tmp_path / 'w'))
   before = sorted(os.listdir(tmp_path / 'w' / 'checkpoints'))
-  with pytest.raises(ValueError, match=r'the checkpoint at step 4 in .* is of another '
-                                       r'architecture than this config \(111 arrays differ\)'):
-    loop.train_and_evaluate(fake_data.tiny_config(tmp_path, **{'model.width': 64}),
-                            str(tmp_path / 'w'))
+  wider = fake_data.tiny_config(tmp_path, **{'model.width': 64})
+  with pytest.raises(ValueError, match=r'was trained with another config: model\.width: 32 -> 64'):
+    loop.train_and_evaluate(wider, str(tmp_path / 'w'))
+  # Allowed to change, an architecture still cannot: one line, one example of the arrays.
+  with pytest.raises(ValueError, match=r'^the checkpoint at step 4 in .* is of another '
+                                       r'architecture than this config \(111 arrays differ, '
+                                       r'e\.g\. opt_state/[^\n]*\); use a new --workdir[^\n]*$'):
+    loop.train_and_evaluate(wider, str(tmp_path / 'w'), allow_config_change=True)
   assert sorted(os.listdir(tmp_path / 'w' / 'checkpoints')) == before

@@ -181,8 +181,8 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, config,
     if getattr(cause, 'errno', None) == errno.ENOSPC or 'No space left on device' in text:
       need = sum(np.asarray(x).nbytes for x in jax.tree.leaves(host_state))
       free = shutil.disk_usage(str(mngr.directory)).free
-      text = (f'no space left on device (a checkpoint needs about {need / 2**20:.1f} MiB, '
-              f'{free / 2**20:.1f} MiB are free); the checkpoints before it are intact')
+      text = (f'no space left on device (a checkpoint needs about {need / 2**20:.3g} MiB, '
+              f'{free / 2**20:.3g} MiB are free); the checkpoints before it are intact')
     raise OSError(f'saving the checkpoint of step {step} in {mngr.directory} failed: '
                   f'{text}') from None
 
@@ -216,8 +216,8 @@ def _check_architecture(mngr: ocp.CheckpointManager, step: int, target: Any) -> 
   if problems:
     raise ValueError(
         f'the checkpoint at step {step} in {mngr.directory} is of another architecture than '
-        f'this config ({len(problems)} arrays differ):\n  - ' + '\n  - '.join(problems[:10]) +
-        '\nUse a new --workdir, or start from it with init_from.path.')
+        f'this config ({len(problems)} arrays differ, e.g. {problems[0]}); use a new --workdir, '
+        'or start from it with init_from.path')
 
 
 def _verified(mngr: ocp.CheckpointManager, step: int, target: Any = None) -> Any:
@@ -290,6 +290,13 @@ def restore(mngr: ocp.CheckpointManager, target: Any, step: int | None = None,
   return state, step
 
 
+def _step_folders(mngr: ocp.CheckpointManager) -> list[int]:
+  """The step folders in the checkpoints directory now, newest first: read from the directory
+  itself, not from orbax's list (which stats every step, and fails when a live run deletes one
+  under it). Unfinished saves are named <step>.orbax-checkpoint-tmp-*, so are left out."""
+  return sorted((int(n) for n in os.listdir(mngr.directory) if n.isdigit()), reverse=True)
+
+
 def _reader(workdir: str) -> ocp.CheckpointManager:
   """A read-only manager; its listing is retried while a live run deletes a step under it."""
   for attempt in range(50):
@@ -321,7 +328,8 @@ def load_config(workdir: str, step: int | None = None) -> dict:
     return configs.migrate(_read_config(mngr, step))
   for step in sorted(mngr.all_steps(), reverse=True):  # the newest that reads
     try:
-      return configs.migrate(_read_config(mngr, step))
+      with _quiet_orbax():
+        return configs.migrate(_read_config(mngr, step))
     except Exception:  # pylint: disable=broad-except
       continue
   raise FileNotFoundError(f'{workdir}: no checkpoint config reads back')
@@ -371,17 +379,9 @@ def load_variables(path: str, config=None, *, step: int | None = None,
     mngr = _reader(path)
     tried, found, listing = set(), None, None
     for _ in range(50):  # newest first; a live run may delete a step meanwhile and add a newer
-      try:
-        mngr.reload()
-        candidates = [step] if step is not None else \
-            [s for s in sorted(mngr.all_steps(), reverse=True) if s not in tried]
-        found = candidates and _first_readable(mngr, candidates, tried, explicit=step is not None)
-      except OSError:  # a step folder went away while orbax listed or read it
-        if step is not None:
-          raise
-        listing, found = None, None
-        time.sleep(0.1)
-        continue
+      candidates = [step] if step is not None else \
+          [s for s in _step_folders(mngr) if s not in tried]
+      found = candidates and _first_readable(mngr, candidates, tried, explicit=step is not None)
       before, listing = listing, sorted(os.listdir(mngr.directory))
       if found or step is not None or not listing or (tried and listing == before):
         break  # read, or nothing is there, or nothing is being written

@@ -269,19 +269,24 @@ def train_and_evaluate(config, workdir: str, allow_config_change: bool = False) 
     mngr = checkpoint.manager(workdir, config.get('keep_checkpoints', 3))
     writer = MetricWriter(workdir)
     if mngr.latest_step() is not None:
+      # The configs first (the newest readable one): a changed field is named as a field, a
+      # changed architecture included, before any state is read.
+      try:
+        changes = config_changes(checkpoint.load_config(workdir), config_dict(config))
+      except FileNotFoundError:  # no config reads back: newest_valid below says so
+        changes = {}
+      listed = '; '.join(f'{k}: {old!r} -> {new!r}' for k, (old, new) in changes.items())
+      if changes and not allow_config_change:
+        raise ValueError(f'--workdir {workdir} was trained with another config: {listed}. '
+                         'Rerun with the saved config (the fields as before), use a new '
+                         '--workdir, or pass --allow_config_change to change them and record '
+                         'it in metrics.jsonl')
       found = checkpoint.newest_valid(mngr, state, os.path.join(workdir, 'corrupt_checkpoints'))
       if found is None:
         raise FileNotFoundError(f'--workdir {workdir}: none of its checkpoints reads back intact '
                                 '(they are in corrupt_checkpoints/); use a new --workdir')
       state, step = found
-      changes = config_changes(checkpoint.load_config(workdir, step), config_dict(config))
       if changes:
-        listed = '; '.join(f'{k}: {old!r} -> {new!r}' for k, (old, new) in changes.items())
-        if not allow_config_change:
-          raise ValueError(f'--workdir {workdir} was trained with another config: {listed}. '
-                           'Rerun with the saved config (the fields as before), use a new '
-                           '--workdir, or pass --allow_config_change to change them and record '
-                           'it in metrics.jsonl')
         writer.write(step, 'config_change', {k: {'old': old, 'new': new}
                                              for k, (old, new) in changes.items()})
         log(f'config changed on resume (recorded in metrics.jsonl): {listed}')
