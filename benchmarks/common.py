@@ -152,7 +152,7 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
   power = 10.0 ** np.floor(np.log10(raw))
   step = power * min((m for m in (1, 2, 5, 10) if m * power >= raw), default=10)
   first = np.ceil(lo / step) * step
-  return [float(np.round(v, 12)) for v in np.arange(first, hi + 1e-9 * step, step)]
+  return [float(np.round(v, 12)) + 0.0 for v in np.arange(first, hi + 1e-9 * step, step)]  # no -0
 
 
 def line_plot(path: str, panels: list[dict], width: int = 520, height: int = 380) -> None:
