@@ -97,21 +97,25 @@ def accuracy(args):
     rows.append(['per-frame ViT, mean of logits (no order)', '—', f'{100 * f_acc:.2f} %',
                  f'{f_macs / 1e6:.1f}', f'{f_macs / dense_macs:.2f}'])
   n = dense.model.num_prefix + dense.model.num_patches
+
+  def add_policy(label, series, macs, a, suffix):
+    """The off-the-shelf row of a policy, and its temporal fine-tuned row where the temporal
+    tool's run (<workdir><suffix>/temporal.json) exists; the same MACs per clip for both."""
+    results = [('off the shelf', a)]
+    tuned = os.path.join(ROOT, f'{args.workdir}{suffix}', 'temporal.json')
+    if os.path.exists(tuned):
+      results.append(('temporal fine-tuned', json.load(open(tuned))['accuracy_fine_tuned']))
+    for encoder, accuracy in results:
+      rows.append([label, encoder, f'{100 * accuracy:.2f} %', f'{macs / 1e6:.1f}',
+                   f'{macs / dense_macs:.2f}'])
+      points[f'{series}, {encoder}'].append((macs / 1e6, 100 * accuracy))
+
   for r in args.capacities:
     model = eventful_model(dense.config, capacity=r)
     run = jax.jit(lambda v, c, m=model: run_video(m, v, c)['logits'])
     a = acc(clip_logits(lambda c: run(dense.variables, dense.normalize(c)), clips))
-    macs = methods.macs(model, channels)['total']
-    rows.append([f'Eventful, r = {r} of {n}', 'off the shelf', f'{100 * a:.2f} %',
-                 f'{macs / 1e6:.1f}', f'{macs / dense_macs:.2f}'])
-    points['top-r, off the shelf'].append((macs / 1e6, 100 * a))
-    tuned = os.path.join(ROOT, f'{args.workdir}_r{r}', 'temporal.json')
-    if os.path.exists(tuned):
-      t = json.load(open(tuned))
-      rows.append([f'Eventful, r = {r} of {n}', 'temporal fine-tuned',
-                   f'{100 * t["accuracy_fine_tuned"]:.2f} %', f'{macs / 1e6:.1f}',
-                   f'{macs / dense_macs:.2f}'])
-      points['top-r, temporal fine-tuned'].append((macs / 1e6, 100 * t['accuracy_fine_tuned']))
+    add_policy(f'Eventful, r = {r} of {n}', 'top-r', methods.macs(model, channels)['total'], a,
+               f'_r{r}')
   for h in args.thresholds:
     model = eventful_model(dense.config, capacity=0, threshold=h)
     run = jax.jit(lambda v, c, m=model: run_video(m, v, c))
@@ -125,17 +129,8 @@ def accuracy(args):
     per_clip = first['first_step'] + tail + np.array([
         sum(ev_flops.eventful_macs(model, int(round(c)), channels)['total'] for c in clip)
         for clip in counts])
-    macs, a = float(per_clip.mean()), acc(logits)
-    rows.append([f'Eventful, threshold {h:g}', 'off the shelf', f'{100 * a:.2f} %',
-                 f'{macs / 1e6:.1f}', f'{macs / dense_macs:.2f}'])
-    points['threshold, off the shelf'].append((macs / 1e6, 100 * a))
-    tuned = os.path.join(ROOT, f'{args.workdir}_h{h:g}', 'temporal.json')
-    if os.path.exists(tuned):
-      t = json.load(open(tuned))
-      rows.append([f'Eventful, threshold {h:g}', 'temporal fine-tuned',
-                   f'{100 * t["accuracy_fine_tuned"]:.2f} %', f'{macs / 1e6:.1f}',
-                   f'{macs / dense_macs:.2f}'])
-      points['threshold, temporal fine-tuned'].append((macs / 1e6, 100 * t['accuracy_fine_tuned']))
+    add_policy(f'Eventful, threshold {h:g}', 'threshold', float(per_clip.mean()), acc(logits),
+               f'_h{h:g}')
     print(rows[-1], flush=True)
   series = [{'label': 'dense ViViT', 'colour': (0, 0, 0), 'x': [dense_macs / 1e6],
              'y': [100 * dense_acc]}]
