@@ -208,3 +208,86 @@ def line_plot(path: str, panels: list[dict], width: int = 520, height: int = 380
       d.text((x0 + pad + 22, y), s['label'], fill=(0, 0, 0))
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   img.save(path)
+
+
+# ----------------------------------------------------------------------------- time by op class
+
+OP_CLASSES = (('matmul', {'dot', 'convolution'}),
+              ('select', {'gather', 'scatter', 'sort', 'dynamic-slice', 'dynamic-update-slice',
+                          'topk'}),
+              ('exp', {'exponential'}))
+
+
+def op_classes(hlo_text: str) -> dict[str, str]:
+  """{instruction name: class} of a compiled module's HLO text: 'matmul', 'select' or 'exp'
+  (softmax and GELU) when the instruction (or a computation it calls, such as a fusion's)
+  holds one of that class's opcodes (first match in OP_CLASSES order), else 'rest'. A TopK
+  custom call is a select."""
+  computations, current = {}, None
+  for line in hlo_text.splitlines():
+    if not line.startswith(' ') and line.rstrip().endswith('{'):
+      current = line.split()[1 if line.startswith('ENTRY') else 0].lstrip('%')
+      computations[current] = []
+      continue
+    m = re.match(r'\s+(?:ROOT )?%?([\w.\-]+) = (?:\(.*?\)|\S+) ([\w\-]+)\(', line)
+    if m and current is not None:
+      opcode = m.group(2)
+      if opcode == 'custom-call' and 'TopK' in line:
+        opcode = 'topk'
+      computations[current].append((m.group(1), opcode, re.findall(
+          r'(?:calls|to_apply|body|condition)=%?([\w.\-]+)', line)))
+
+  def opcodes(called: list[str], seen: set) -> set[str]:
+    found = set()
+    for name in called:
+      if name in seen:
+        continue
+      seen.add(name)
+      for _, op, inner in computations.get(name, []):
+        found |= {op} | opcodes(inner, seen)
+    return found
+
+  classes = {}
+  for instructions in computations.values():
+    for name, op, called in instructions:
+      ops = {op} | opcodes(called, set())
+      classes[name] = next((c for c, members in OP_CLASSES if ops & members), 'rest')
+  return classes
+
+
+def op_class_times(call, hlo_text: str, calls: int = 3, repeats: int = 3) -> dict[str, float]:
+  """Milliseconds per call of `call()` (a jitted computation whose compiled HLO is `hlo_text`)
+  by op class ('matmul', 'select', 'exp', 'rest': the summed time of XLA's thunks of each
+  class under the JAX profiler) and 'wall' (ms per call while profiled): of the fastest of
+  `repeats` profiles of `calls` calls (a profile caught by a burst of other load is dropped).
+  Thunks may overlap, so the classes need not sum to the wall time."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  classes = op_classes(hlo_text)
+  jax.block_until_ready(call())
+  best = None
+  for _ in range(repeats):
+    folder = tempfile.mkdtemp(prefix='tokensparse-profile-')
+    try:
+      with jax.profiler.trace(folder):
+        start = time.perf_counter()
+        for _ in range(calls):
+          jax.block_until_ready(call())
+        wall = (time.perf_counter() - start) / calls
+      data = jax.profiler.ProfileData.from_file(
+          glob.glob(os.path.join(folder, '**', '*.xplane.pb'), recursive=True)[0])
+    finally:
+      shutil.rmtree(folder, ignore_errors=True)
+    if best is not None and wall >= best['wall'] / 1e3:
+      continue
+    out = {c: 0.0 for c, _ in OP_CLASSES}
+    out['rest'] = 0.0
+    for plane in data.planes:
+      for line in plane.lines:
+        for event in line.events:
+          if event.name in classes:
+            out[classes[event.name]] += event.duration_ns / 1e6 / calls
+    out['wall'] = 1e3 * wall
+    best = out
+  return best

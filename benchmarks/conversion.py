@@ -1,0 +1,336 @@
+"""MACs into time: every method against dense DeiT-S/16 in the same rounds, at batch 1 and 32,
+and where each one's time goes.
+
+    python benchmarks/conversion.py            # DeiT-S/16, 224 px (about 30 min on 2 cores)
+    python benchmarks/conversion.py --quick    # ViT-Ti/16 at 64 px, one round (about 2 min)
+
+Models: each registered method at its default setting (ToMe r = 13, keep 0.7 for DynamicViT,
+static selection and EViT, TokenLearner's 8 tokens at mid-depth, 2x2 pooling at block 6, VTP
+40 % pruned from irregular per-layer scores at three physical alignments, ATS's default
+sampled tokens, Eventful full and token-wise at r = N/4 per frame) and at the comparison's
+budgets (0.5, 0.65, 0.8 of dense MACs, knobs solved as `benchmarks/compare.py` does; Eventful's
+capacity the largest within the budget per frame). Random weights: the work does not depend on
+them, except VTP's widths (uniform scores, seed 0) and Eventful's (a clip whose changes fill
+every gate, so every step does its full capacity).
+
+Timing: fp32 inference; batch 32 is mapped over all host devices, batch 1 runs on one. The
+models are timed a budget group at a time (the defaults, then each budget), dense with every
+group (all at once would not fit 24 GiB: an Eventful DeiT-S state at batch 32 takes 1.6 GiB). In
+every round each model runs `--iters` calls after a warm-up call, dense first, and a model's
+speed-up is the median over rounds of (dense time / its time) of the same round. Eventful runs
+`step` per frame with its state donated (updated in place), frame after frame of a clip; its
+MACs are those of a step after the first.
+
+Conversion = speed-up / MAC reduction (1.0: the time falls as the counted MACs do).
+
+Where the time goes: each default-setting model at batch 1 under the JAX profiler (the fastest
+of three profiles of three calls; Eventful: its donated step, frame after frame); every XLA
+CPU thunk is classed by the HLO it runs (`common.op_classes`): matmul (dot or convolution),
+select (gather, scatter, sort, top-k, dynamic slices), exp (anything with an exponential:
+softmax, GELU) and the rest (norms, adds, transposes, copies). The "excess" of a class is its
+time minus dense's time in that class divided by the MAC reduction: what the method spends
+beyond what its MACs predict, in milliseconds per image.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from common import (ROOT, device_description, git_revision, op_class_times, table,
+                    time_per_call, write_section)
+import compare
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+sys.path.insert(0, ROOT)
+from tokensparse import backbone, methods  # noqa: E402
+from tokensparse.methods.eventful import flops as ev_flops  # noqa: E402
+from tokensparse.methods.eventful.model import EventfulViT  # noqa: E402
+from tokensparse.methods.vtp.model import VTPViT, prune  # noqa: E402
+
+CLASSES = ('matmul', 'select', 'exp', 'rest')
+
+
+def log(msg):
+  print(f'[{time.strftime("%H:%M:%S")}] {msg}', flush=True)
+
+
+# ----------------------------------------------------------------------------- the models
+
+def vtp_irregular(base, rate: float, align: int):
+  """A ViT pruned by `rate` from uniform random scores (irregular per-layer widths)."""
+  kw = backbone.backbone_kwargs(base)
+  size = kw['image_size']
+  variables = jax.eval_shape(VTPViT(**kw).init, jax.random.PRNGKey(0),
+                             jnp.zeros((1, size, size, 3)))
+  rng = np.random.default_rng(0)
+  scores = jax.tree.map(lambda s: rng.uniform(0.0, 1.0, s.shape), variables['scores'])
+  params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), variables['params'])
+  _, fields = prune(params, scores, rate, align=align)
+  return ml_collections.ConfigDict({**base.to_dict(), 'head_dim': list(fields['head_dim']),
+                                    'mlp_dim': list(fields['mlp_dim']),
+                                    'attn_scale': fields['attn_scale']})
+
+
+def eventful_config(base, capacity: int, variant: str = 'full'):
+  return ml_collections.ConfigDict({**base.to_dict(), 'name': 'eventful', 'eventful': {
+      **methods.get('eventful').defaults().to_dict(), 'capacity': capacity, 'variant': variant}})
+
+
+def plan(base, budgets) -> list[tuple[str, str, ml_collections.ConfigDict]]:
+  """(group, label, model config) of every timed model, dense first."""
+  kw = backbone.backbone_kwargs(base)
+  n = backbone.num_prefix(kw) + backbone.num_patches(kw)
+  out = [('default', 'dense', compare.dense_model(base))]
+  default = {'tome': {'r': min(13, max(1, (n - 1) // (kw['depth'] + 1)))}}  # ToMe's DeiT-S r
+  for key in compare.ROWS:
+    method = compare.ROWS[key][0]
+    if method.name == 'vtp':
+      for align in (1, 16, 64):
+        out.append(('default', f'vtp 40 %, align {align}', vtp_irregular(base, 0.4, align)))
+      continue
+    knob = default.get(key)
+    if method.name == 'ats':  # its default samples every token: use the 0.65 budget's setting
+      knob, _ = compare.solve(base, key, 0.65, 3)
+    c = compare.method_model(base, key, knob)
+    out.append(('default', f'{key} ' + ', '.join(f'{k}={v}' for k, v in c[method.name].items()
+                                                   if k in (knob or {}) or k in DEFAULT_KNOBS),
+                c))
+  for variant in ('full', 'tokenwise'):
+    out.append(('default', f'eventful {variant} r=N/4={n // 4}', eventful_config(base, n // 4,
+                                                                                 variant)))
+  dense_macs = compare.macs(base, 3)
+  for budget in budgets:
+    for key in compare.ROWS:
+      if compare.ROWS[key][0].name == 'vtp':
+        rate, _ = compare.closest([(float(r), compare.macs(compare.vtp_model(base, r), 3) /
+                                    dense_macs) for r in np.linspace(0.0, 0.95, 96)], budget)
+        out.append((f'{budget}', f'vtp rate {rate:.2f}', compare.vtp_model(base, rate)))
+      else:
+        knob, _ = compare.solve(base, key, budget, 3)
+        out.append((f'{budget}', f'{key} ' + ', '.join(f'{k}={v}' for k, v in knob.items()),
+                    compare.method_model(base, key, knob)))
+    fits = [r for r in range(1, n + 1) if frame_macs(eventful_config(base, r)) <= budget *
+            dense_macs]
+    r = max(fits or [1])
+    out.append((f'{budget}', f'eventful full r={r}', eventful_config(base, r)))
+  return out
+
+
+DEFAULT_KNOBS = ('r', 'keep_ratio', 'keep_rate', 'num_tokens', 'at', 'pool_layer', 'selector')
+
+
+def frame_macs(c) -> float:
+  return ev_flops.eventful_macs(methods.build(c))['total']
+
+
+# ----------------------------------------------------------------------------- the runners
+
+def changing_clip(frames: int, size: int, batch: int) -> np.ndarray:
+  """[T, B, H, W, 3] fresh noise every frame: every token changes, so every gate runs full."""
+  rng = np.random.default_rng(1)
+  return rng.normal(0, 1, (frames, batch, size, size, 3)).astype(np.float32)
+
+
+class Static:
+  """A model's forward pass: jitted at batch 1, mapped over the devices at batch > 1."""
+
+  def __init__(self, model, variables, batch: int, size: int):
+    n_dev = jax.local_device_count()
+    x = jax.random.normal(jax.random.PRNGKey(1), (batch, size, size, 3))
+    if batch > 1 and batch % n_dev == 0:
+      self.fn = jax.pmap(lambda v, x: model.apply(v, x)[0], in_axes=(None, 0))
+      x = x.reshape(n_dev, batch // n_dev, size, size, 3)
+    else:
+      self.fn = jax.jit(lambda v, x: model.apply(v, x)[0])
+    self.args = (variables, x)
+
+  def hlo(self) -> str:
+    return self.fn.lower(*self.args).compile().as_text()
+
+  def __call__(self):
+    return self.fn(*self.args)
+
+
+class Eventful:
+  """`step` on the next frame of an 8-frame clip, state donated; after the last frame the state
+  is re-initialised from frame 0 (untimed: the next call after it is the warm-up)."""
+
+  def __init__(self, model, variables, batch: int, size: int, frames: int = 8):
+    n_dev = jax.local_device_count()
+    clip = changing_clip(frames, size, batch)
+    step = lambda s, f: model.apply(variables, s, f, method=EventfulViT.step)
+    init = lambda f: model.apply(variables, f, method=EventfulViT.init_state)[0]
+    if batch > 1 and batch % n_dev == 0:
+      clip = clip.reshape(frames, n_dev, batch // n_dev, size, size, 3)
+      self.step, self.init = jax.pmap(step, donate_argnums=(0,)), jax.pmap(init)
+    else:
+      self.step, self.init = jax.jit(step, donate_argnums=(0,)), jax.jit(init)
+    self.clip, self.t = jnp.asarray(clip), 0
+    self.state = self.init(self.clip[0])
+
+  def hlo(self) -> str:
+    return self.step.lower(self.state, self.clip[1]).compile().as_text()
+
+  def __call__(self):
+    self.t += 1
+    if self.t == len(self.clip):
+      self.t = 1
+      self.state = self.init(self.clip[0])
+    self.state, logits = self.step(self.state, self.clip[self.t])
+    return logits
+
+
+def runner(model, variables, batch, size):
+  cls = Eventful if isinstance(model, EventfulViT) else Static
+  return cls(model, variables, batch, size)
+
+
+# ----------------------------------------------------------------------------- measure
+
+def measure(models: dict, base, batch: int, rounds: int, iters: int) -> dict[str, float]:
+  """{label: median same-round speed-up against dense} at one batch size."""
+  size = backbone.backbone_kwargs(base)['image_size']
+  x = jnp.zeros((1, size, size, 3))
+  runs = {}
+  for label, model in models.items():
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+    runs[label] = runner(model, variables, batch, size)
+    jax.block_until_ready(runs[label]())  # compile
+  times = {label: [] for label in runs}
+  for r in range(rounds):
+    for label, run in runs.items():
+      times[label].append(time_per_call(run, warmup=1, iters=iters))
+    log(f'batch {batch}, round {r + 1}/{rounds}: dense {batch / times["dense"][-1]:.1f} img/s')
+  dense = np.array(times['dense'])
+  return {label: float(np.median(dense / np.array(t))) for label, t in times.items()}
+
+
+def breakdown(models: dict, base) -> dict[str, dict[str, float]]:
+  """{label: {class: ms per image, 'wall': ms}} of one call at batch 1 under the profiler."""
+  size = backbone.backbone_kwargs(base)['image_size']
+  x = jnp.zeros((1, size, size, 3))
+  out = {}
+  for label, model in models.items():
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+    run = runner(model, variables, 1, size)
+    out[label] = op_class_times(run, run.hlo(), calls=3, repeats=3)
+    log(f'profile {label}: ' + ', '.join(f'{k} {v:.2f}' for k, v in out[label].items()))
+  return out
+
+
+# ----------------------------------------------------------------------------- report
+
+def report(settings, rows, speed, parts, elapsed) -> str:
+  head = (f'## MACs into time: every method against dense {settings["title"]}\n\n'
+          f'`python benchmarks/conversion.py{" --quick" * settings["quick"]}` at '
+          f'{git_revision()} on {device_description()}, {elapsed / 60:.0f} min. fp32 '
+          f'inference; batch 32 mapped over the host devices, batch 1 on one; {settings["rounds"]} '
+          f'rounds of {settings["iters"]} calls, every model of a budget group and dense in every '
+          'round; speed-up = median '
+          'of the same-round ratios to dense; conversion = speed-up / MAC reduction. Eventful: '
+          'time and MACs per frame after the first, state donated, every gate at its capacity. '
+          'See the script\'s docstring for the models.\n\n')
+  lines = []
+  for group, label, c, macs in rows:
+    if label == 'dense':
+      continue
+    red = rows[0][3] / macs
+    s32, s1 = speed[32].get(label), speed[1].get(label)
+    lines.append([group, label, f'{macs / rows[0][3]:.3f}', f'{red:.2f}x',
+                  f'{s32:.2f}x', f'**{s32 / red:.2f}**', f'{s1:.2f}x', f'**{s1 / red:.2f}**'])
+  body = head + table(['budget', 'model (knob)', 'MAC fraction', 'MAC reduction',
+                       'speed-up b32', 'conversion b32', 'speed-up b1', 'conversion b1'], lines)
+  dense_parts = parts['dense']
+  prow = [['dense', f'{dense_parts["wall"]:.1f}'] +
+          [f'{dense_parts[k]:.2f}' for k in CLASSES] + ['1.00', '']]
+  for group, label, c, macs in rows:
+    if group != 'default' or label == 'dense':
+      continue
+    red = rows[0][3] / macs
+    p = parts[label]
+    excess = {k: p[k] - dense_parts[k] / red for k in CLASSES}
+    rate = (macs / p['matmul']) / (rows[0][3] / dense_parts['matmul'])
+    prow.append([label, f'{p["wall"]:.1f} (MACs predict {dense_parts["wall"] / red:.1f})'] +
+                [f'{p[k]:.2f} ({excess[k]:+.2f})' for k in CLASSES] +
+                [f'{rate:.2f}', reason(speed[1][label] / red, speed[32][label] / red, excess,
+                                       rate)])
+  body += ('\n\nWhere the time goes, batch 1, ms per image: each class\'s thunk time under the '
+           'profiler and, in brackets, its excess: that time minus dense\'s time in the class '
+           'divided by the MAC reduction. "matmul rate" is the method\'s MACs per matmul '
+           'millisecond relative to dense\'s (below 1: its matmuls run slower per MAC).\n\n' +
+           table(['model', 'wall ms'] + [f'{k} ms' for k in CLASSES] +
+                 ['matmul rate', 'what costs the time beyond the MACs'], prow))
+  return body
+
+
+def reason(conv1: float, conv32: float, excess: dict[str, float], rate: float) -> str:
+  """What the breakdown says of a conversion below 0.95 (at either batch size)."""
+  if min(conv1, conv32) >= 0.95:
+    return 'nothing: >= 0.95 at both batch sizes'
+  words = {'matmul': f'its matmuls run at {rate:.2f} of dense\'s MACs per ms',
+           'select': 'gathers, scatters and sorts', 'exp': 'exponentials (not MACs)',
+           'rest': 'element-wise work, transposes and copies (not MACs)'}
+  big = [k for k in sorted(excess, key=excess.get, reverse=True) if excess[k] > 0.25]
+  if not big:
+    return 'no class above 0.25 ms per image (overheads between the thunks)'
+  return '; '.join(f'{words[k]} ({excess[k]:+.1f} ms)' for k in big)
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--quick', action='store_true')
+  parser.add_argument('--rounds', type=int, default=5)
+  parser.add_argument('--iters', type=int, default=3)
+  parser.add_argument('--out', default='', help='write the table here, not BENCHMARKS.md')
+  args = parser.parse_args()
+  start = time.time()
+  if args.quick:
+    base = ml_collections.ConfigDict(dict(name='vit', dtype='float32', variant='Ti/16',
+                                          image_size=64, num_classes=10))
+    settings = dict(title='ViT-Ti/16 at 64 px (--quick)', quick=True, rounds=1, iters=1,
+                    budgets=(0.65,))
+  else:
+    base = ml_collections.ConfigDict(dict(name='vit', dtype='float32', variant='S/16',
+                                          image_size=224, num_classes=1000))
+    settings = dict(title='DeiT-S/16 at 224 px', quick=False, rounds=args.rounds,
+                    iters=args.iters, budgets=compare.BUDGETS)
+  rows = []
+  for group, label, c in plan(base, settings['budgets']):
+    model = methods.build(c)
+    macs = frame_macs(c) if c.name == 'eventful' else methods.macs(model)['total']
+    rows.append((group, label, c, macs))
+  log(f'{len(rows)} models; ' + '; '.join(f'{l} {m / rows[0][3]:.3f}' for _, l, _, m in rows))
+  models = {label: methods.build(c) for _, label, c, _ in rows}
+  speed = {32: {}, 1: {}}
+  for group in dict.fromkeys(g for g, _, _, _ in rows):  # a group at a time bounds the memory
+    members = {label: models[label] for g, label, _, _ in rows if g == group or label == 'dense'}
+    for b in speed:
+      log(f'timing the {group} group ({len(members) - 1} models and dense) at batch {b}')
+      speed[b].update(measure(members, base, b, settings['rounds'], settings['iters']))
+  defaults = {label: models[label] for g, label, _, _ in rows if g == 'default'}
+  parts = breakdown(defaults, base)
+  body = report(settings, rows, speed, parts, time.time() - start)
+  raw = {'speed': {str(b): s for b, s in speed.items()}, 'parts': parts,
+         'macs': {label: m for _, label, _, m in rows}}
+  if args.out or args.quick:
+    path = args.out or os.path.join(ROOT, 'runs', 'conversion-quick.md')
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, 'w').write(body + '\n')
+    json.dump(raw, open(os.path.splitext(path)[0] + '.json', 'w'), indent=1)
+    log(f'wrote {path}')
+  else:
+    write_section('conversion', body)
+    json.dump(raw, open(os.path.join(ROOT, 'docs', 'conversion.json'), 'w'), indent=1)
+    log('wrote the conversion section of BENCHMARKS.md and docs/conversion.json')
+  print(body)
+
+
+if __name__ == '__main__':
+  main()
