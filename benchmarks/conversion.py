@@ -1,8 +1,8 @@
 """MACs into time: every method against dense DeiT-S/16 in the same rounds, at batch 1 and 32,
 and where each one's time goes.
 
-    python benchmarks/conversion.py            # DeiT-S/16, 224 px (about 30 min on 2 cores)
-    python benchmarks/conversion.py --quick    # ViT-Ti/16 at 64 px, one round (about 2 min)
+    python benchmarks/conversion.py            # DeiT-S/16, 224 px (about 32 min on 2 cores)
+    python benchmarks/conversion.py --quick    # ViT-Ti/16 at 64 px, one round (about 10 min)
 
 Models: each registered method at its default setting (ToMe r = 13, keep 0.7 for DynamicViT,
 static selection and EViT, TokenLearner's 8 tokens at mid-depth, 2x2 pooling at block 6, VTP
@@ -286,7 +286,7 @@ def reason(conv1: float, conv32: float, excess: dict[str, float], rate: float) -
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--quick', action='store_true')
-  parser.add_argument('--rounds', type=int, default=5)
+  parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--iters', type=int, default=3)
   parser.add_argument('--out', default='', help='write the table here, not BENCHMARKS.md')
   args = parser.parse_args()
