@@ -175,6 +175,12 @@ def solve(model_cfg, key: str, budget: float, channels: int) -> tuple[dict, floa
   return closest(fractions, budget)
 
 
+def vtp_fractions(model_cfg) -> list[tuple[float, float]]:
+  """(rate, MAC fraction) of `vtp_model` at rates 0, 0.01, .. 0.95: for `closest`."""
+  dense = macs(model_cfg, 3)
+  return [(float(r), macs(vtp_model(model_cfg, r), 3) / dense) for r in np.linspace(0.0, 0.95, 96)]
+
+
 def vtp_model(model_cfg, rate: float) -> ml_collections.ConfigDict:
   """A ViT with every layer's attention and MLP channels pruned by `rate` (for speed only)."""
   kw = backbone.backbone_kwargs(model_cfg)
@@ -329,11 +335,10 @@ def speed(settings: Settings, plan: list[tuple[str, float]]) -> dict:
   size = kw['image_size']
   models = {('dense', 1.0): methods.build(base)}
   dense = macs(base, 3)
-  vtp_fractions = [(float(r), macs(vtp_model(base, r), 3) / dense)
-                   for r in np.linspace(0.0, 0.95, 96)]
+  fractions = vtp_fractions(base)
   for key, budget in plan:
     if ROWS[key][1].recipe is None:  # a pruned model: the same rate in every layer
-      c = vtp_model(base, closest(vtp_fractions, budget)[0])
+      c = vtp_model(base, closest(fractions, budget)[0])
     else:
       knob, _ = solve(base, key, budget, 3)
       c = method_model(base, key, knob)

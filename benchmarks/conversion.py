@@ -50,8 +50,7 @@ import numpy as np
 
 sys.path.insert(0, ROOT)
 from tokensparse import backbone, methods  # noqa: E402
-from tokensparse.methods.eventful import flops as ev_flops  # noqa: E402
-from tokensparse.methods.eventful.model import EventfulViT  # noqa: E402
+from tokensparse.methods.eventful.model import EventfulViT, budget_for  # noqa: E402
 from tokensparse.methods.vtp.model import VTPViT, prune  # noqa: E402
 
 CLASSES = ('matmul', 'select', 'exp', 'rest')
@@ -105,29 +104,24 @@ def plan(base, budgets) -> list[tuple[str, str, ml_collections.ConfigDict]]:
   for variant in ('full', 'tokenwise'):
     out.append(('default', f'eventful {variant} r=N/4={n // 4}', eventful_config(base, n // 4,
                                                                                  variant)))
-  dense_macs = compare.macs(base, 3)
+  vtp_fractions = compare.vtp_fractions(base)
+  eventful = methods.build(eventful_config(base, n))
   for budget in budgets:
     for key in compare.ROWS:
       if compare.ROWS[key][0].name == 'vtp':
-        rate, _ = compare.closest([(float(r), compare.macs(compare.vtp_model(base, r), 3) /
-                                    dense_macs) for r in np.linspace(0.0, 0.95, 96)], budget)
+        rate, _ = compare.closest(vtp_fractions, budget)
         out.append((f'{budget}', f'vtp rate {rate:.2f}', compare.vtp_model(base, rate)))
       else:
         knob, _ = compare.solve(base, key, budget, 3)
         out.append((f'{budget}', f'{key} ' + ', '.join(f'{k}={v}' for k, v in knob.items()),
                     compare.method_model(base, key, knob)))
-    fits = [r for r in range(1, n + 1) if frame_macs(eventful_config(base, r)) <= budget *
-            dense_macs]
-    r = max(fits or [1])
+    # the largest capacity whose MACs per frame fit the budget
+    r = int(budget_for(eventful, budget * compare.macs(base, 3)))
     out.append((f'{budget}', f'eventful full r={r}', eventful_config(base, r)))
   return out
 
 
 DEFAULT_KNOBS = ('r', 'keep_ratio', 'keep_rate', 'num_tokens', 'at', 'pool_layer', 'selector')
-
-
-def frame_macs(c) -> float:
-  return ev_flops.eventful_macs(methods.build(c))['total']
 
 
 # ----------------------------------------------------------------------------- the runners
@@ -301,13 +295,11 @@ def main():
                                           image_size=224, num_classes=1000))
     settings = dict(title='DeiT-S/16 at 224 px', quick=False, rounds=args.rounds,
                     iters=args.iters, budgets=compare.BUDGETS)
-  rows = []
+  rows, models = [], {}
   for group, label, c in plan(base, settings['budgets']):
-    model = methods.build(c)
-    macs = frame_macs(c) if c.name == 'eventful' else methods.macs(model)['total']
-    rows.append((group, label, c, macs))
+    models[label] = methods.build(c)
+    rows.append((group, label, c, methods.macs(models[label])['total']))  # Eventful: per frame
   log(f'{len(rows)} models; ' + '; '.join(f'{l} {m / rows[0][3]:.3f}' for _, l, _, m in rows))
-  models = {label: methods.build(c) for _, label, c, _ in rows}
   speed = {32: {}, 1: {}}
   for group in dict.fromkeys(g for g, _, _, _ in rows):  # a group at a time bounds the memory
     members = {label: models[label] for g, label, _, _ in rows if g == group or label == 'dense'}
