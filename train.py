@@ -61,8 +61,13 @@ def main(argv):
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   from tokensparse.train import loop  # pylint: disable=g-import-not-at-top
   try:
-    loop.train_and_evaluate(FLAGS.config, FLAGS.workdir,
-                            allow_config_change=FLAGS.allow_config_change)
+    if 'detector' in FLAGS.config:  # a detection config (configs/vitdet/)
+      from tokensparse.detection import train as det  # pylint: disable=g-import-not-at-top
+      det.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                             allow_config_change=FLAGS.allow_config_change)
+    else:
+      loop.train_and_evaluate(FLAGS.config, FLAGS.workdir,
+                              allow_config_change=FLAGS.allow_config_change)
   except (ValueError, OSError, FloatingPointError) as e:  # OSError: not writable, disk full...
     print(f'error: {e}', file=sys.stderr, flush=True)
     _quiet_exit(1)

@@ -157,13 +157,17 @@ def _model_config(config):
 
 def _assemble(source: Mapping[str, np.ndarray],
               rules: list[tuple[str, tuple[str, ...], Callable[[np.ndarray], np.ndarray]]],
-              config, fmt: str, norm: tuple, skip: tuple[str, ...]) -> tuple[dict, dict]:
+              config, fmt: str, norm: tuple, skip: tuple[str, ...],
+              target: tuple[Any, dict] | None = None,
+              ignore: tuple[str, ...] = ()) -> tuple[dict, dict]:
   """Apply (source key, flax path, transform) rules, check against the model, return params.
 
   `skip` lists flax path prefixes (e.g. 'head') left out of the import: the caller keeps
-  fresh values for them (new class count when fine-tuning).
+  fresh values for them (new class count when fine-tuning). `target` = (backbone module,
+  {path: shape}) replaces the model built from `config`; source keys starting with one of
+  `ignore` are left out without complaint (a detector's own head).
   """
-  module, template = _template(_model_config(config))
+  module, template = target or _template(_model_config(config))
   skipped = lambda path: any('/'.join(path).startswith(s) for s in skip)
   params, used, mismatched, problems = {}, set(), set(), []
   for src, dst, fn in rules:
@@ -173,7 +177,7 @@ def _assemble(source: Mapping[str, np.ndarray],
     if dst not in template or skipped(dst):
       continue
     value = np.asarray(fn(source[src]), np.float32)
-    if dst == ('Transformer', 'posembed_input', 'pos_embedding') and \
+    if target is None and dst == ('Transformer', 'posembed_input', 'pos_embedding') and \
         value.shape != template[dst] and value.shape[-1] == template[dst][-1]:
       value = np.asarray(F.resample_posemb(value, module.num_prefix, module.grid))
     if dst == ('embedding', 'kernel') and value.ndim + 1 == len(template[dst]):
@@ -189,7 +193,8 @@ def _assemble(source: Mapping[str, np.ndarray],
       params[key] = np.zeros(template[key], np.float32)
   missing = sorted('/'.join(k) for k in template
                    if k not in params and k not in mismatched and not skipped(k))
-  unexpected = sorted(k for k in source if k not in used)
+  ignored = sorted(k for k in source if k not in used and k.startswith(ignore or ('\0',)))
+  unexpected = sorted(k for k in source if k not in used and k not in ignored)
   if missing:
     problems.append('missing from checkpoint: ' + ', '.join(missing))
   if unexpected:
@@ -200,7 +205,7 @@ def _assemble(source: Mapping[str, np.ndarray],
                              f'{module.depth}, heads {module.num_heads}, '
                              f'{module.num_classes} classes):\n  - ' + '\n  - '.join(problems))
   info = {'format': fmt, 'mean': norm[0], 'std': norm[1], 'image_size': module.image_size,
-          'skipped': list(skip)}
+          'skipped': list(skip), 'ignored': ignored}
   return traverse_util.unflatten_dict(params), info
 
 
@@ -282,6 +287,91 @@ def vivit_rules(model_config) -> list:
       rules += block_rules(f'{part}.backbone.blocks.{i}.', (encoder, f'encoderblock_{i}'),
                            width, heads, VIVIT_BLOCK)
   return rules
+
+
+# ----------------------------------------------------------------------------- ViTDet
+# Where each pyramid stage keeps its layers: the layers before the 1x1 lateral conv, by scale
+# (None: a layer without weights, GELU or max pooling).
+PYRAMID_START = {4.0: ('up_0', 'up_norm', None, 'up_1'), 2.0: ('up_0',), 1.0: (), 0.5: (None,)}
+
+
+def _conv(w):         # torch Conv2d [out, in, kh, kw] -> flax [kh, kw, in, out]
+  return w.transpose(2, 3, 1, 0)
+
+
+def _conv_t(w):       # torch ConvTranspose2d [in, out, 2, 2] -> [2, 2, in, out]
+  return w.transpose(2, 3, 0, 1)
+
+
+def _ln(src: str, dst: tuple[str, ...]) -> list:
+  return [(src + '.weight', dst + ('scale',), lambda w: w), (src + '.bias', dst + ('bias',),
+                                                            lambda w: w)]
+
+
+def vitdet_rules(detector, layout: str) -> list:
+  """Rules mapping a ViTDet backbone and simple feature pyramid onto a `Detector`'s 'backbone'
+  and 'pyramid' parameters. layout 'detectron2': detectron2's names (`backbone.net.*`,
+  `backbone.simfp_<log2 stride>.*`); 'eventful': the official Eventful code's (the output of its
+  scripts/convert/vitdet.py: `embedding.conv`, `backbone.blocks.*`, `pyramid.stages.*`)."""
+  vit = detector.backbone
+  width, heads = vit.width, vit.num_heads
+  d2 = layout == 'detectron2'
+  src = 'backbone.net.' if d2 else 'backbone.'
+  drop_cls = lambda w: w[:, 1:] if int(round((w.shape[1] - 1) ** 0.5)) ** 2 == w.shape[1] - 1 \
+      else w   # detectron2's pos_embed keeps a class-token row ViTDet never uses
+  rules = [
+      (src + 'patch_embed.proj.weight' if d2 else 'embedding.conv.weight',
+       ('backbone', 'embedding', 'kernel'), lambda w: w.transpose(2, 3, 1, 0)),
+      (src + 'patch_embed.proj.bias' if d2 else 'embedding.conv.bias',
+       ('backbone', 'embedding', 'bias'), lambda w: w),
+      (src + 'pos_embed' if d2 else 'backbone.position_encoding.encoding',
+       ('backbone', 'Transformer', 'posembed_input', 'pos_embedding'), drop_cls)]
+  for i in range(vit.depth):
+    dst = ('backbone', 'Transformer', f'encoderblock_{i}')
+    rules += block_rules(f'{src}blocks.{i}.', dst, width, heads, TIMM_BLOCK if d2 else VIVIT_BLOCK)
+    att = dst + ('MultiHeadDotProductAttention_1',)
+    for axis, (d2_name, ev_name) in (('h', ('rel_pos_h', 'y_embedding')),
+                                     ('w', ('rel_pos_w', 'x_embedding'))):
+      name = f'attn.{d2_name}' if d2 else f'relative_position.{ev_name}'
+      rules.append((f'{src}blocks.{i}.{name}', att + (f'rel_pos_{axis}',), lambda w: w))
+  for k, scale in enumerate(detector.scale_factors):
+    level = f'simfp_{int(np.log2(vit.patch_size / scale))}'
+    stage = f'backbone.{level}.' if d2 else f'pyramid.stages.{k}.'
+    dst = ('pyramid', level)
+    start = PYRAMID_START[float(scale)]
+    for j, name in enumerate(start):
+      if name == 'up_norm':
+        rules += _ln(f'{stage}{j}', dst + (name,))
+      elif name:
+        rules += [(f'{stage}{j}.weight', dst + (name, 'kernel'), _conv_t),
+                  (f'{stage}{j}.bias', dst + (name, 'bias'), lambda w: w)]
+    n = len(start)
+    for j, name in enumerate(('lateral', 'output')):
+      at = n + j if d2 else n + 2 * j
+      rules.append((f'{stage}{at}.weight', dst + (name, 'kernel'), _conv))
+      rules += _ln(f'{stage}{at}.norm' if d2 else f'{stage}{at + 1}', dst + (f'{name}_norm',))
+  return rules
+
+
+def from_vitdet(state_dict: Mapping[str, Any], detector) -> tuple[dict, dict]:
+  """A ViTDet checkpoint (detectron2's names, or the official Eventful code's layout; told
+  apart by their names) -> ({'backbone': ..., 'pyramid': ...} params of the Flax `Detector`
+  `detector`, info). The checkpoint's own detection head (RPN, ROI heads) is not imported
+  (info['ignored'] lists it); the head of `detector` keeps its fresh values. A missing or
+  misshapen backbone or pyramid tensor raises CheckpointMismatch naming each."""
+  if isinstance(state_dict.get('model'), Mapping):
+    state_dict = state_dict['model']
+  sd = {k.removeprefix('module.'): _to_numpy(v) for k, v in state_dict.items()}
+  layout = 'detectron2' if any(k.startswith('backbone.net.') for k in sd) else 'eventful'
+  vit = detector.backbone
+  image = np.zeros((1, vit.image_size, vit.image_size, 3), np.float32)
+  shapes = jax.eval_shape(lambda: detector.init(
+      jax.random.key(0), image, method=lambda m, x: m.pyramid_features(x)))
+  template = {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(shapes['params']).items()}
+  params, info = _assemble(sd, vitdet_rules(detector, layout), None, f'vitdet-{layout}',
+                           (IMAGENET_MEAN, IMAGENET_STD), (), (vit, template),
+                           ignore=('proposal_generator.', 'roi_heads.'))
+  return params, info
 
 
 def from_timm(state_dict: Mapping[str, Any], config, *, skip: tuple[str, ...] = (),

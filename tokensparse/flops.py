@@ -59,6 +59,23 @@ def head_macs(model: ViT) -> int:
   return model.width * model.num_classes * (2 if model.distilled else 1)
 
 
+def attention_macs(model: ViT, i: int, inner: int) -> dict:
+  """QK^T + AV and the relative position terms of block i of a ViTDet-style model over its
+  full token grid: a windowed block attends inside ceil(gh/w) * ceil(gw/w) padded windows of
+  w*w tokens; relative positions cost (gh + gw) (or 2w) MACs per query and channel."""
+  (gh, gw), w = model.grid, model.window_size if i not in model.global_blocks else 0
+  if w:
+    windows = -(-gh // w) * -(-gw // w)
+    out = {'attn': 2 * windows * w ** 4 * inner}
+    rel = windows * w * w * 2 * w * inner
+  else:
+    out = {'attn': 2 * (gh * gw) ** 2 * inner}
+    rel = gh * gw * (gh + gw) * inner
+  if model.rel_pos:
+    out['rel_pos'] = rel
+  return out
+
+
 def vit_macs(model: ViT, channels: int = 3,
              tokens_per_block: Sequence[int | tuple[int, int]] | None = None) -> dict:
   """MACs of a dense ViT for one image (one clip), by part, with 'total'.
@@ -77,6 +94,8 @@ def vit_macs(model: ViT, channels: int = 3,
     mlp_dim = per_layer(model.mlp_dim, i)
     attn = block_macs(n_attn, model.width, model.num_heads, head_dim, mlp_dim)
     attn['mlp'] = block_macs(n_mlp, model.width, model.num_heads, head_dim, mlp_dim)['mlp']
+    if model.window_size or model.rel_pos:   # ViTDet options (no prefix, all tokens)
+      attn.update(attention_macs(model, i, model.num_heads * head_dim))
     add(counts, {k: v * model.steps for k, v in attn.items()})
   add(counts, temporal_macs(model))
   counts['head'] = head_macs(model)

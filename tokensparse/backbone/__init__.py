@@ -29,7 +29,7 @@ def backbone_kwargs(model_config: Any) -> dict[str, Any]:
   for name in FIELDS:
     if cfg.get(name) is not None:
       kwargs[name] = cfg[name]
-  for name in ('mlp_dim', 'head_dim'):  # per-layer widths arrive as lists from configs
+  for name in ('mlp_dim', 'head_dim', 'global_blocks'):  # per-layer lists from configs
     if isinstance(kwargs.get(name), list):
       kwargs[name] = tuple(kwargs[name])
   dtype = cfg.get('dtype', 'float32')
@@ -105,4 +105,30 @@ def validate(m: Any) -> dict[str, Any]:
       fail('model.num_frames', frames, f'not divisible by model.tubelet={tubelet}')
     if m.get('distilled'):
       fail('model.distilled', True, f'model.video={video!r} has no distillation token')
+  check_vitdet(kw)
   return kw
+
+
+def check_vitdet(kw: dict[str, Any]) -> None:
+  """Raise ValueError naming the first ViTDet option (windows, relative positions, resized
+  absolute positions) of backbone kwargs `kw` that cannot work."""
+  window, rel = kw.get('window_size', 0), kw.get('rel_pos', False)
+  if not isinstance(window, int) or window < 0:
+    fail('model.window_size', window, 'must be 0 (global attention) or a window side in tokens')
+  bad = [b for b in kw.get('global_blocks', ()) if not 0 <= b < kw['depth']]
+  if bad:
+    fail('model.global_blocks', list(kw['global_blocks']),
+         f'block {bad[0]} is not in [0, model.depth={kw["depth"]})')
+  if kw.get('rel_pos_resize', 'linear') not in ('linear', 'bicubic'):
+    fail('model.rel_pos_resize', kw['rel_pos_resize'],
+         "expected 'linear' (detectron2) or 'bicubic' (the official Eventful code)")
+  for field in ('rel_pos_size', 'posemb_grid'):
+    if not isinstance(kw.get(field, 0), int) or kw.get(field, 0) < 0:
+      fail(f'model.{field}', kw[field], 'must be 0 (the token grid) or a size in tokens')
+  if (window or rel) and num_prefix(kw):
+    fail('model.classifier', kw.get('classifier', 'token'),
+         "windows and relative positions need a model without prefix tokens "
+         "(model.classifier='gap', as ViTDet)")
+  if (window or rel) and kw.get('num_frames') and kw.get('video', 'joint') == 'joint':
+    fail('model.window_size' if window else 'model.rel_pos', window or rel,
+         "needs images, or clips with model.video='factorised' or 'frames'")

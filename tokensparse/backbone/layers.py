@@ -15,6 +15,13 @@ The one extension point, in the spirit of Flax's `attention_fn` (no method is na
   * `hidden_fn(h) -> h`: a transform of the MLP's hidden activations after GELU.
 `EncoderBlock.attend` and `EncoderBlock.feed_forward` are the block's two residual halves;
 `ViT.run_blocks` (vit.py) runs them for every block with a method's callbacks in between.
+
+ViTDet's options (Li et al. 2022, detectron2's `ViT`) are the backbone's, not a method's: a
+block with `window_size` attends inside non-overlapping windows of its token grid (padded with
+the q, k, v of a zero token, as detectron2 pads the normed tokens with zeros), and
+`rel_pos_size` gives its attention decomposed relative position tables (`rel_pos_h`,
+`rel_pos_w` [2s - 1, d], resized when the grid differs; the bias reaches the attention
+function as its `bias` argument).
 """
 from __future__ import annotations
 
@@ -53,6 +60,8 @@ class Attention(nn.Module):
   head_dim: int | None = None
   scale: float | None = None
   attn_dropout: float = 0.0
+  rel_pos_size: int = 0          # s: decomposed relative position tables [2s - 1, d]; 0: none
+  rel_pos_resize: str = 'linear'  # 'linear' (detectron2) or 'bicubic' (official Eventful)
   dtype: Dtype = jnp.float32
 
   @property
@@ -70,21 +79,49 @@ class Attention(nn.Module):
     self.out = nn.DenseGeneral(self.width, axis=(-2, -1), dtype=self.dtype,
                                kernel_init=dense_init())
     self.dropout = nn.Dropout(self.attn_dropout)
+    if self.rel_pos_size:  # zero-initialised, as detectron2's rel_pos_zero_init
+      shape = (2 * self.rel_pos_size - 1, self.dim_per_head)
+      self.rel_pos_h = self.param('rel_pos_h', nn.initializers.zeros, shape)
+      self.rel_pos_w = self.param('rel_pos_w', nn.initializers.zeros, shape)
+
+  def rel_pos_tables(self, grid: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+    """The per-axis relative position matrices at a token grid: [gh, gh, d], [gw, gw, d]."""
+    return (F.rel_pos_table(self.rel_pos_h, grid[0], self.rel_pos_resize),
+            F.rel_pos_table(self.rel_pos_w, grid[1], self.rel_pos_resize))
+
+  def rel_pos_bias(self, q: jax.Array, grid: tuple[int, int]) -> jax.Array:
+    """Logit bias [B, H, N, N] of the queries q [B, H, N, d] (heads first) on a token grid."""
+    return F.rel_pos_bias(*F.rel_pos_terms(q, *self.rel_pos_tables(grid), grid))
 
   def qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """x: [B, N, D] -> q, k, v each [B, N, H, d]."""
     return self.query(x), self.key(x), self.value(x)
 
   def __call__(self, x: jax.Array, deterministic: bool = True,
-               attention_fn: AttentionFn | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+               attention_fn: AttentionFn | None = None, grid: tuple[int, int] | None = None,
+               window: int = 0) -> tuple[jax.Array, dict[str, jax.Array]]:
     """x: [B, N, D] -> (out [B, N, D], info {'q', 'k', 'v': [B, N, H, d], 'weights': ...}).
 
     `attention_fn` replaces `functional.dot_product_attention` (see the module docstring); if
-    it answers only some queries, out is [B, K, D] and info['rows'] [B, K] says which."""
+    it answers only some queries, out is [B, K, D] and info['rows'] [B, K] says which. `grid`
+    is the (gh, gw) layout of the N tokens (relative positions and windows need it); with
+    `window` > 0 the tokens attend inside window x window tiles of the grid, padded with
+    tokens whose q, k, v are those of a zero token (the biases: detectron2 pads the normed
+    tokens with zeros), and info's 'weights' are per window."""
     q, k, v = self.qkv(x)
+    qa, ka, va, rel_grid = q, k, v, grid
+    if window:
+      pads = self.qkv(jnp.zeros((1, 1, x.shape[-1]), x.dtype))
+      qa, ka, va = (F.window_partition(t, grid, window, p[0, 0]) for t, p in zip((q, k, v), pads))
+      rel_grid = (window, window)
+    extra = {}
+    if self.rel_pos_size:
+      extra['bias'] = self.rel_pos_bias(F.heads_first(qa), rel_grid)
     out, info = (attention_fn or F.dot_product_attention)(
-        q, k, v, scale=self.softmax_scale,
-        dropout=lambda w: self.dropout(w, deterministic=deterministic))
+        qa, ka, va, scale=self.softmax_scale,
+        dropout=lambda w: self.dropout(w, deterministic=deterministic), **extra)
+    if window:
+      out = F.window_merge(out, grid, window)
     return self.out(out), {'q': q, 'k': k, 'v': v, **info}
 
 
@@ -124,12 +161,17 @@ class EncoderBlock(nn.Module):
   dropout: float = 0.0
   attn_dropout: float = 0.0
   droppath: float = 0.0
+  window_size: int = 0               # > 0: attend inside windows of this side (ViTDet)
+  grid: tuple[int, int] = (0, 0)     # the token grid (windows and relative positions need it)
+  rel_pos_size: int = 0              # Attention.rel_pos_size
+  rel_pos_resize: str = 'linear'
   dtype: Dtype = jnp.float32
 
   def setup(self):
     self.LayerNorm_0 = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype)
     self.MultiHeadDotProductAttention_1 = Attention(
-        self.width, self.num_heads, self.head_dim, self.attn_scale, self.attn_dropout, self.dtype)
+        self.width, self.num_heads, self.head_dim, self.attn_scale, self.attn_dropout,
+        self.rel_pos_size, self.rel_pos_resize, self.dtype)
     self.LayerNorm_2 = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype)
     self.MlpBlock_3 = MlpBlock(self.width, self.mlp_dim, self.dropout, self.dtype)
     self.drop = nn.Dropout(self.dropout)
@@ -161,8 +203,9 @@ class EncoderBlock(nn.Module):
              attention_fn: AttentionFn | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The attention half: x + Attn(LN(x)), [B, N, D] -> ([B, N, D], the attention's info).
     Where the attention function answered only some queries (info['rows'] [B, K]), only those
-    rows of x go on: -> [B, K, D]."""
-    branch, info = self.attn(self.norm1(x), deterministic, attention_fn)
+    rows of x go on: -> [B, K, D]. A windowed block attends inside windows of its grid."""
+    branch, info = self.attn(self.norm1(x), deterministic, attention_fn, self.grid,
+                             self.window_size)
     if 'rows' in info:
       x = F.gather_tokens(x, info['rows'])
     return self.residual(x, branch, deterministic), info

@@ -22,6 +22,15 @@ The time steps are folded into the batch of the spatial part ([B*T', 1+N, D]), s
 temporal encoder: the head classifies every step and the logits are averaged (late fusion, the
 per-frame baseline, which cannot see the order of the frames).
 
+ViTDet options (Li et al. 2022; detectron2's `ViT`, the detection backbone of the Eventful
+paper): `window_size=w` makes every block not in `global_blocks` attend inside w x w windows
+of the token grid (padded); `rel_pos=True` gives every block decomposed relative position
+tables (windowed blocks: w positions; global blocks: `rel_pos_size`, default the grid;
+resized per `rel_pos_resize`); `posemb_grid=s` stores the absolute position embedding for an
+s x s grid and resizes it bicubically to the model's grid. `features(images)` returns the
+last block's tokens as a map [B, gh, gw, D] (no final norm, as detectron2), the input of
+the simple feature pyramid (backbone/pyramid.py).
+
 `ViT.__call__` returns `(logits, aux)`; aux holds `tokens` (final normed tokens [B, T, D]),
 `pre_logits` ([B, D]) and, with `capture_blocks=True`, `blocks` (each block's output).
 Method models (tokensparse/methods/) subclass ViT and write only what differs:
@@ -37,6 +46,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tokensparse import functional as F
 from tokensparse.backbone import layers
 
 # name -> (width, depth, num_heads, mlp_dim); the patch size comes as '/16' in a variant string.
@@ -96,6 +106,12 @@ class Encoder(nn.Module):
   dropout: float = 0.0
   attn_dropout: float = 0.0
   droppath: float = 0.0
+  grid: tuple[int, int] = (0, 0)     # the token grid (ViTDet options need it)
+  window_size: int = 0
+  global_blocks: tuple[int, ...] = ()
+  rel_pos: bool = False
+  rel_pos_size: int = 0
+  rel_pos_resize: str = 'linear'
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -103,10 +119,14 @@ class Encoder(nn.Module):
     for i in range(self.depth):
       # Stochastic depth grows linearly with depth, as in DeiT/timm.
       rate = self.droppath * i / max(self.depth - 1, 1)
+      window = self.window_size if i not in self.global_blocks else 0
+      rel = (window or self.rel_pos_size or self.grid[0]) if self.rel_pos else 0
       setattr(self, f'encoderblock_{i}', layers.EncoderBlock(
           width=self.width, num_heads=self.num_heads, mlp_dim=per_layer(self.mlp_dim, i),
           head_dim=per_layer(self.head_dim, i), attn_scale=self.attn_scale,
-          dropout=self.dropout, attn_dropout=self.attn_dropout, droppath=rate, dtype=self.dtype))
+          dropout=self.dropout, attn_dropout=self.attn_dropout, droppath=rate,
+          window_size=window, grid=tuple(self.grid), rel_pos_size=rel,
+          rel_pos_resize=self.rel_pos_resize, dtype=self.dtype))
     self.encoder_norm = nn.LayerNorm(epsilon=layers.LN_EPS, dtype=self.dtype)
 
   @property
@@ -131,6 +151,12 @@ class ViT(nn.Module):
   video: str = 'joint'        # clips: 'joint' attention, 'factorised' encoder, or 'frames'
   tubelet: int = 1            # frames per tubelet ('factorised' and 'frames')
   temporal_depth: int = 0     # temporal blocks of a factorised encoder
+  window_size: int = 0        # ViTDet: windowed attention (0: every block global)
+  global_blocks: tuple[int, ...] = ()   # blocks that stay global when window_size > 0
+  rel_pos: bool = False       # decomposed relative position biases in every block
+  rel_pos_size: int = 0       # positions per axis of the global blocks' tables (0: the grid)
+  rel_pos_resize: str = 'linear'        # 'linear' (detectron2) or 'bicubic' (official Eventful)
+  posemb_grid: int = 0        # side of the stored absolute position grid (0: the model's grid)
   dropout: float = 0.0
   attn_dropout: float = 0.0
   droppath: float = 0.0
@@ -190,10 +216,13 @@ class ViT(nn.Module):
     if self.distilled:
       self.dist = self.param('dist', nn.initializers.truncated_normal(0.02), (1, 1, self.width))
     self.Transformer = Encoder(
-        num_tokens=self.num_prefix + self.num_patches, width=self.width, depth=self.depth,
-        num_heads=self.num_heads, mlp_dim=self.mlp_dim, head_dim=self.head_dim,
-        attn_scale=self.attn_scale, dropout=self.dropout, attn_dropout=self.attn_dropout,
-        droppath=self.droppath, dtype=self.dtype)
+        num_tokens=self.num_prefix + (self.posemb_grid ** 2 or self.num_patches),
+        width=self.width, depth=self.depth, num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+        head_dim=self.head_dim, attn_scale=self.attn_scale, dropout=self.dropout,
+        attn_dropout=self.attn_dropout, droppath=self.droppath, grid=self.grid,
+        window_size=self.window_size, global_blocks=tuple(self.global_blocks),
+        rel_pos=self.rel_pos, rel_pos_size=self.rel_pos_size,
+        rel_pos_resize=self.rel_pos_resize, dtype=self.dtype)
     self.head = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=layers.dense_init())
     if self.distilled:
       self.head_dist = nn.Dense(self.num_classes, dtype=self.dtype,
@@ -235,6 +264,8 @@ class ViT(nn.Module):
     x = x.reshape(b, self.frames, self.num_patches, self.width)
     posemb = self.Transformer.posembed_input.pos_embedding.astype(x.dtype)
     p = self.num_prefix
+    if self.posemb_grid and (self.posemb_grid,) * 2 != self.grid:
+      posemb = jnp.concatenate([posemb[:, :p], F.grid_posemb(posemb[:, p:], self.grid)], 1)
     x = x + posemb[:, None, p:]
     if self.num_frames and not self.factorised:
       x = x + self.temporal_embedding.astype(x.dtype)[:, :, None]
@@ -324,6 +355,12 @@ class ViT(nn.Module):
     if between is not None:
       x, carry = between(self.depth, x, carry)
     return x, carry
+
+  def features(self, images: jax.Array, train: bool = False) -> jax.Array:
+    """images [B, H, W, C] -> the last block's tokens as a map [B, gh, gw, D] (no final norm:
+    the input of a feature pyramid). The model must have no prefix tokens."""
+    x, _ = self.run_blocks(self.embed(images, not train), not train)
+    return x.reshape(x.shape[0], *self.grid, self.width)
 
   def __call__(self, images: jax.Array, train: bool = False,
                capture_blocks: bool = False) -> tuple[jax.Array, dict[str, Any]]:

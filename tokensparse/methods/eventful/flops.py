@@ -2,7 +2,8 @@
 error norms), and of a whole clip of a video model."""
 from __future__ import annotations
 
-from tokensparse.flops import add, head_macs, patch_embed_macs, temporal_macs, vit_macs
+from tokensparse.flops import (add, attention_macs, head_macs, patch_embed_macs, temporal_macs,
+                               vit_macs)
 from tokensparse.backbone.vit import per_layer
 
 
@@ -11,7 +12,9 @@ def eventful_macs(model, tokens: int | None = None, channels: int = 3) -> dict:
   recomputed by every gate. Counted as the rest of this module (matrix products), plus the
   gates' error norms (one multiply-add per element of the compared tensor): qkv, projection
   and MLP on the selected tokens; QK^T dense (tokenwise) or its updated rows and columns
-  (2NMd per head); AV dense, or the two delta products of the full variant (2NMd per head)."""
+  (2NMd per head); AV dense, or the two delta products of the full variant (2NMd per head).
+  ViTDet's windowed blocks recompute their windows' attention densely; relative position
+  terms are recomputed for every query each frame (as the official code does)."""
   n, m = model.num_tokens, tokens if tokens is not None else model.m
   d = model.width
   counts = {'patch_embed': patch_embed_macs(model, channels) // model.steps}
@@ -26,6 +29,12 @@ def eventful_macs(model, tokens: int | None = None, channels: int = 3) -> dict:
             'av': 2 * n * m * inner if model.variant == 'full' else n * n * inner,
             'proj': m * inner * d,
             'mlp': 2 * m * d * mlp}
+    if model.window_size or model.rel_pos:
+      dense = attention_macs(model, i, inner)
+      if model.window_size and i not in model.global_blocks:
+        part['qk'] = part['av'] = dense['attn'] // 2
+      if 'rel_pos' in dense:
+        part['rel_pos'] = dense['rel_pos']
     add(counts, part)
   counts['total'] = sum(v for k, v in counts.items() if k != 'total')
   return counts

@@ -107,8 +107,9 @@ class EventfulViT(ViT):
     for block in self.blocks:
       h, hd = block.attn.num_heads, block.attn.dim_per_head
       z = lambda *s: jnp.zeros((batch,) + s, self.dtype)
+      nn_ = 0 if block.window_size else n   # windowed blocks keep no N x N products
       blocks.append(BlockState(qkv_ref=z(n, d), q=z(h, n, hd), k=z(h, n, hd), v=z(h, n, hd),
-                               logits=z(h, n, n), attn_ref=z(h, n, n), av=z(h, n, hd),
+                               logits=z(h, nn_, nn_), attn_ref=z(h, nn_, nn_), av=z(h, n, hd),
                                proj_ref=z(n, h * hd), proj_buf=z(n, d), mlp_ref=z(n, d),
                                mlp_buf=z(n, d)))
     return EventfulState(blocks=tuple(blocks), updated=jnp.zeros((batch, self.depth, n), bool))
@@ -137,16 +138,28 @@ class EventfulViT(ViT):
     if valid is not None:
       q_s, k_s = ops.take_tokens(q, idx, 2), ops.take_tokens(k, idx, 2)
     # attention
-    if self.variant == 'tokenwise':
-      logits = F.head_logits(q, k, attn.softmax_scale)
+    if block.window_size:  # ViTDet's windowed blocks: token-wise, dense inside each window
+      av, logits, attn_ref = self._window_attention(block, y, q, k, v), st.logits, st.attn_ref
     else:
-      logits, cols = ops.sparse_qk_update(st.logits, q, k, q_s, k_s, idx, attn.softmax_scale)
-    if self.variant == 'full':  # only the attention columns of the updated keys are needed
-      av, attn_ref = ops.delta_av_update(st.av, st.attn_ref, ops.softmax_columns(logits, cols),
-                                       v_old_s, v_s, idx, valid)
-    else:
-      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
-      av, attn_ref = F.head_attend(weights, v), st.attn_ref
+      rel = self._rel_pos(attn, q)
+      if self.variant == 'tokenwise':
+        logits = F.head_logits(q, k, attn.softmax_scale)
+      else:
+        logits, cols = ops.sparse_qk_update(st.logits, q, k, q_s, k_s, idx, attn.softmax_scale)
+      # Relative positions: a bias of the queries, recomputed densely every frame (as the
+      # official code does); the buffered logits stay q k^T.
+      biased = logits if rel is None else logits + F.rel_pos_bias(*rel)
+      if self.variant == 'full':  # only the attention columns of the updated keys are needed
+        if rel is not None:
+          gw = self.grid[1]
+          cols = cols + (ops.take_tokens(rel[0], idx // gw, 3) +
+                         ops.take_tokens(rel[1], idx % gw, 3))
+        av, attn_ref = ops.delta_av_update(st.av, st.attn_ref,
+                                           ops.softmax_columns(biased, cols),
+                                           v_old_s, v_s, idx, valid)
+      else:
+        weights = jax.nn.softmax(biased.astype(jnp.float32), axis=-1).astype(q.dtype)
+        av, attn_ref = F.head_attend(weights, v), st.attn_ref
     # proj gate -> output projection -> buffer
     o = F.heads_first(av).reshape(b, n, h * hd)
     idx2, valid2 = self._select(o, st.proj_ref, capacity, budget, threshold)
@@ -164,18 +177,43 @@ class EventfulViT(ViT):
                      proj_ref=proj_ref, proj_buf=proj_buf, mlp_ref=mlp_ref, mlp_buf=mlp_buf)
     return x, new, updated
 
+  def _rel_pos(self, attn, q):
+    """A global block's relative position terms of the query buffer q [B, H, N, d]: (row
+    [B, H, N, gh], column [B, H, N, gw]), or None without relative positions."""
+    if not attn.rel_pos_size:
+      return None
+    return F.rel_pos_terms(q, *attn.rel_pos_tables(self.grid), self.grid)
+
+  def _window_attention(self, block, y, q, k, v):
+    """Attention inside the windows of a windowed block from the buffers q, k, v [B, H, N, d]:
+    the windows padded with the q, k, v of a zero token (as the dense block) -> [B, H, N, d]."""
+    attn, w = block.attn, block.window_size
+    pads = attn.qkv(jnp.zeros((1, 1, y.shape[-1]), y.dtype))               # [1, 1, H, d]
+    qw, kw, vw = (F.heads_first(F.window_partition(F.heads_first(t), self.grid, w, p[0, 0]))
+                  for t, p in zip((q, k, v), pads))                          # [B*nw, H, w*w, d]
+    logits = F.head_logits(qw, kw, attn.softmax_scale)
+    if attn.rel_pos_size:
+      logits = logits + attn.rel_pos_bias(qw, (w, w))
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
+    out = F.window_merge(F.heads_first(F.head_attend(weights, vw)), self.grid, w)
+    return F.heads_first(out)
+
   def _run(self, state: EventfulState, images, capacity, budget, threshold):
+    state, x = self._run_tokens(state, images, capacity, budget, threshold)
+    if self.factorised:
+      out = self.pool(self.Transformer.encoder_norm(x))           # the step's feature [B, D]
+    else:
+      out, _ = self.finish(x)
+    return state, out
+
+  def _run_tokens(self, state: EventfulState, images, capacity, budget, threshold):
     x = self.embed(images, frames=self.tubelet if self.factorised else None)
     blocks, updated = [], []
     for block, st in zip(self.blocks, state.blocks):
       x, st, upd = self._block(block, st, x, capacity, budget, threshold)
       blocks.append(st)
       updated.append(upd)
-    if self.factorised:
-      out = self.pool(self.Transformer.encoder_norm(x))           # the step's feature [B, D]
-    else:
-      out, _ = self.finish(x)
-    return EventfulState(blocks=tuple(blocks), updated=jnp.stack(updated, axis=1)), out
+    return EventfulState(blocks=tuple(blocks), updated=jnp.stack(updated, axis=1)), x
 
   def init_state(self, images: jax.Array) -> tuple[EventfulState, jax.Array]:
     """Dense pass over the first frames [B, H, W, C] (a video model's first tubelet [B, t, H,
@@ -192,6 +230,24 @@ class EventfulViT(ViT):
     self.check()
     return self._run(state, images, self.m, budget,
                      self.threshold if threshold is None else threshold)
+
+  def init_features(self, images: jax.Array) -> tuple[EventfulState, jax.Array]:
+    """A detection backbone's dense first frame [B, H, W, C] -> (filled state, the last
+    block's tokens as a map [B, gh, gw, D], as `ViT.features`)."""
+    self.check()
+    state, x = self._run_tokens(self.empty_state(images.shape[0]), images, self.num_tokens,
+                                None, None)
+    return state, x.reshape(x.shape[0], *self.grid, self.width)
+
+  def step_features(self, state: EventfulState, images: jax.Array,
+                    budget: jax.Array | int | None = None,
+                    threshold: jax.Array | float | None = None
+                    ) -> tuple[EventfulState, jax.Array]:
+    """`step` for a detection backbone: -> (state, feature map [B, gh, gw, D])."""
+    self.check()
+    state, x = self._run_tokens(state, images, self.m, budget,
+                                self.threshold if threshold is None else threshold)
+    return state, x.reshape(x.shape[0], *self.grid, self.width)
 
   def __call__(self, inputs: jax.Array, train: bool = False):
     """Images [B, H, W, C]: the dense pass (the first frame of a clip) -> (logits, {}).
