@@ -14,12 +14,30 @@ def load(path, arg=''):
   return module.get_config(arg)
 
 
-@pytest.mark.parametrize('path', sorted(glob.glob('configs/*/*.py')))
+# configs/vitdet/ holds detection configs (tokensparse.detection builds them), not a method's.
+CLASSIFIERS = sorted(p for p in glob.glob('configs/*/*.py') if not p.startswith('configs/vitdet/'))
+
+
+@pytest.mark.parametrize('path', CLASSIFIERS)
 def test_shipped_configs_validate_and_build(path):
   config = load(path)
   configs.validate(config)
   methods.build(config.model)
   assert config.is_locked
+
+
+@pytest.mark.parametrize('path', sorted(glob.glob('configs/vitdet/*.py')))
+@pytest.mark.parametrize('arg', ['', 'tiny'])
+def test_detection_configs_validate_and_build(path, arg):
+  from tokensparse import detection
+  config = load(path, arg)
+  assert 'detector' in config
+  detection.validate(config)
+  assert detection.build(config, eventful=True).backbone.capacity == config.eventful.capacity
+  with config.unlocked():
+    config.model.classifier = 'token'
+  with pytest.raises(ValueError, match="model.classifier='token'"):
+    detection.validate(config)
 
 
 @pytest.mark.parametrize('field,value,message', [
@@ -75,7 +93,7 @@ def test_imagenet_configs_carry_deits_augmentations(path, arg):
   assert load(path, arg).label_smoothing == 0.1
 
 
-@pytest.mark.parametrize('path', sorted(glob.glob('configs/*/*.py')))
+@pytest.mark.parametrize('path', CLASSIFIERS)
 def test_config_folders_are_method_folders_and_fields_live_under_the_method(path):
   folder = path.split('/')[1]
   assert folder in methods.NAMES, f'{path}: configs/<folder> must be a registered method name'
