@@ -135,7 +135,7 @@ def accuracy(args):
   print(body)
 
 
-def draw_clip(path, clips, picture, dense_dets, r, n, patch, clip_index=3, score=0.3):
+def draw_clip(path, clips, picture, dense_dets, r, n, patch, clip_index=3, score=0.5):
   """One test clip: per frame the image, the tokens the first block's qkv gate recomputed
   (red; frame 0: all), the Eventful boxes (green, class and score) and the ground truth
   (white); a second row with the dense detector's boxes."""
@@ -170,8 +170,10 @@ def draw_clip(path, clips, picture, dense_dets, r, n, patch, clip_index=3, score
                   fill=(0, 230, 0))
       img.paste(frame, (t * size * z, row * (size * z + 20) + 20))
     d.text((4, row * (size * z + 20) + 4),
-           f'Eventful r = {r} of {n}: recomputed tokens (red), its boxes (green), ground truth '
-           '(white)' if row == 0 else 'dense detector: its boxes (green), ground truth (white)',
+           f'Eventful r = {r} of {n}: tokens recomputed by block 0 (red), its boxes scoring >= '
+           f'{score} (green), ground truth '
+           '(white)' if row == 0 else
+           f'dense detector: its boxes scoring >= {score} (green), ground truth (white)',
            fill=(0, 0, 0))
   os.makedirs(os.path.dirname(path), exist_ok=True)
   img.save(path)
