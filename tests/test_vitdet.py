@@ -195,3 +195,21 @@ def test_bad_vitdet_fields_are_named():
     tiny_detector(20, net=EventfulViT, capacity=30).init(
         jax.random.key(0), jnp.zeros((1, 20, 20, 3)),
         method=lambda m, x: m.backbone.init_features(x))
+
+
+def test_eventful_thresholds_select_by_error(imported):
+  """A threshold no token's error exceeds recomputes nothing after frame 0 (the skips still
+  carry the new frame); a zero threshold (capacity N) recomputes every token that changed at
+  all, which gives the dense detector's outputs with the exact variants (the full variant's
+  delta attention-value update keeps stale attention columns of unchanged keys)."""
+  x = clip()
+  out, updated = run_clip(tiny_detector(20, net=EventfulViT, capacity=0, threshold=1e9),
+                          imported, x)
+  assert updated[:, 0].all() and not updated[:, 1:].any()
+  out, updated = run_clip(tiny_detector(20, net=EventfulViT, capacity=0, threshold=0.0,
+                                        variant='sparse_qk'), imported, x)
+  assert 0 < updated[:, 1:, 0].sum() < updated[:, 1:, 0].size   # block 0: the moving square
+  for t in range(1, 4):
+    dense = tiny_detector(20).apply(imported, x[:, t])
+    for k in dense:
+      np.testing.assert_allclose(out[k][:, t], dense[k], atol=2e-5, rtol=1e-4)
