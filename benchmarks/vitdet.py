@@ -38,9 +38,10 @@ import numpy as np
 from tokensparse import detection
 from tokensparse.backbone.vit import ViT
 from tokensparse.data.fashion_mnist import CLASS_NAMES
-from tokensparse.detection import evaluate as det_eval
+from tokensparse.detection import metrics
 from tokensparse.detection import train as det_train
 from tokensparse.detection.model import Detector, detector_macs
+from tokensparse.methods.eventful import detection as det_eval
 from tokensparse.methods.eventful.model import EventfulViT
 
 DOCS = os.path.join(ROOT, 'docs', 'vitdet')
@@ -51,21 +52,21 @@ def accuracy(args):
   clips = det_train.load_data(config, 'test', args.clips)
   n, k = dense.backbone.num_patches, dense.num_classes
   frames, channels = clips['video'].shape[1], clips['video'].shape[-1]
-  dense_macs = detector_macs(dense, channels=channels)['total']
-  dense_bb = detector_macs(dense, channels=channels)['backbone']
+  dense_macs = detector_macs(dense, channels)['total']
+  dense_bb = detector_macs(dense, channels)['backbone']
   start = time.time()
   dets, _ = det_eval.clip_detections(dense, variables, config, clips['video'])
-  base = det_eval.score(dets, clips, k)
+  base = metrics.score_clips(dets, clips, k)
   print(f'dense: mAP50 {100 * base["mAP50"]:.1f} ({time.time() - start:.0f}s)', flush=True)
   policies = [('full', r, None) for r in args.capacities] + \
       [('tokenwise', args.capacities[len(args.capacities) // 2], None)] + \
       [('full', 0, h) for h in args.thresholds]
   rows, results, picture = [], [], None
   for variant, r, h in policies:
-    model = detection.build(config, eventful=True, capacity=r, variant=variant, threshold=h)
+    model = det_eval.eventful_detector(config, r, variant, h)
     t0 = time.time()
     ev, updated = det_eval.clip_detections(model, variables, config, clips['video'])
-    s = det_eval.score(ev, clips, k)
+    s = metrics.score_clips(ev, clips, k)
     used = updated if h is not None else None
     macs = det_eval.macs_per_frame(dense, model, used, frames, channels)
     bb = det_eval.macs_per_frame(dense, model, used, frames, channels, 'backbone')
@@ -231,7 +232,7 @@ def speed(args):
       te.append(time.perf_counter() - t)
       print(f'  round {i + 1}: dense {td[-1]:.2f}s, Eventful r = {r} {te[-1]:.2f}s', flush=True)
     dm = detector_macs(dense)['backbone']
-    em = detector_macs(ev)['backbone']
+    em = det_eval.eventful_detector_macs(ev)['backbone']
     ratio = float(np.median(np.array(td) / np.array(te)))
     rows.append([f'{size} px (N = {n})', f'{dm / 1e9:.1f}', f'r = {r}', f'{em / 1e9:.1f}',
                  f'{dm / em:.2f}x', f'{np.median(td):.2f} s', f'{np.median(te):.2f} s',

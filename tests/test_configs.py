@@ -30,10 +30,11 @@ def test_shipped_configs_validate_and_build(path):
 @pytest.mark.parametrize('arg', ['', 'tiny'])
 def test_detection_configs_validate_and_build(path, arg):
   from tokensparse import detection
+  from tokensparse.methods.eventful.detection import eventful_detector
   config = load(path, arg)
   assert 'detector' in config
-  detection.validate(config)
-  assert detection.build(config, eventful=True).backbone.capacity == config.eventful.capacity
+  detection.build(config)
+  assert eventful_detector(config).backbone.capacity == config.eventful.capacity
   with config.unlocked():
     config.model.classifier = 'token'
   with pytest.raises(ValueError, match="model.classifier='token'"):

@@ -152,6 +152,15 @@ def test_rendered_boxes_are_tight_and_classes_differ():
   assert set(labels[valid]) <= {4, 7} and not valid[:, 2].any()
 
 
+def train_config():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      'c', os.path.join(cli_runs.REPO, 'configs/vitdet/fashion_mnist_detection.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config('tiny')
+
+
 def test_train_then_evaluate_as_eventful(tmp_path):
   """The README's path on the tiny config: train.py trains the detector (a detection config
   goes to tokensparse.detection.train), resumes as a no-op, and the evaluation runs the same
@@ -169,15 +178,18 @@ def test_train_then_evaluate_as_eventful(tmp_path):
   again = subprocess.run(base, env=env, capture_output=True, text=True, timeout=600)
   assert 'nothing to do' in again.stdout
   out = tmp_path / 'eval.json'
-  ev = subprocess.run([sys.executable, '-m', 'tokensparse.detection.evaluate', '--workdir',
+  ev = subprocess.run([sys.executable, '-m', 'tokensparse.methods.eventful.detection', '--workdir',
                        workdir, '--capacity', '9', '--clips', '4', '--json', str(out)],
                       env=env, capture_output=True, text=True, timeout=600, cwd=cli_runs.REPO)
   assert ev.returncode == 0, ev.stderr[-2000:]
   got = json.loads(out.read_text())
   assert got['eventful']['tokens_per_gate'] == 9.0 and got['policy'] == 'r = 9 of 36'
   assert got['eventful']['macs_per_frame'] < got['dense']['macs_per_frame']
-  bad = subprocess.run([sys.executable, '-m', 'tokensparse.detection.evaluate', '--workdir',
+  bad = subprocess.run([sys.executable, '-m', 'tokensparse.methods.eventful.detection', '--workdir',
                         workdir, '--capacity', '37'], env=env, capture_output=True, text=True,
                        timeout=600, cwd=cli_runs.REPO)
   assert bad.returncode == 1 and bad.stderr.strip() == \
       'error: --capacity 37: must be in [1, N=36] (0 means N)'
+  from tokensparse.methods.eventful.detection import eventful_detector
+  with pytest.raises(ValueError, match=r'eventful.variant=.sparse.: expected one of'):
+    eventful_detector(train_config(), variant='sparse')

@@ -16,7 +16,8 @@ import pytest
 from tokensparse import backbone, convert
 from tokensparse import functional as F
 from tokensparse.backbone.vit import ViT
-from tokensparse.detection.model import Detector, detector_macs, run_clip
+from tokensparse.detection.model import Detector, detector_macs
+from tokensparse.methods.eventful.detection import eventful_detector_macs, run_clip
 from tokensparse.methods.eventful.model import EventfulViT
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
@@ -78,7 +79,7 @@ def test_import_matches_reference_forward(layout, mode, resize):
   for size in (24, 20):   # 24 px: tables and position grid fit; 20 px: all resized, windows padded
     det = tiny_detector(size, resize)
     params, info = convert.from_vitdet(sd, det)
-    assert info['format'] == f'vitdet-{mode}'
+    assert info['format'] == f'vitdet-{"detectron2" if mode == "detectron2" else "wisionlab"}'
     outs = det.apply({'params': params}, ref[f'images_{size}'],
                      method=Detector.pyramid_features)
     assert [o.shape[1] for o in outs] == [4 * size // 4, 2 * size // 4, size // 4, size // 8]
@@ -168,7 +169,7 @@ def test_eventful_below_n_recomputes_r_tokens_and_moving_ones(imported):
 def test_eventful_macs_count_windows_and_relative_positions():
   dense = tiny_detector(20)
   ev = tiny_detector(20, net=EventfulViT, capacity=25, variant='tokenwise')
-  d, e = detector_macs(dense), detector_macs(ev)
+  d, e = detector_macs(dense), eventful_detector_macs(ev)
   # r = N in token-wise mode: the same products as dense, plus the gates' error norms.
   gates = 4 * 25 * 32 * 3
   assert e['backbone'] == d['backbone'] + gates

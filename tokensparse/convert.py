@@ -311,7 +311,7 @@ def _ln(src: str, dst: tuple[str, ...]) -> list:
 def vitdet_rules(detector, layout: str) -> list:
   """Rules mapping a ViTDet backbone and simple feature pyramid onto a `Detector`'s 'backbone'
   and 'pyramid' parameters. layout 'detectron2': detectron2's names (`backbone.net.*`,
-  `backbone.simfp_<log2 stride>.*`); 'eventful': the official Eventful code's (the output of its
+  `backbone.simfp_<log2 stride>.*`); 'wisionlab': the official Eventful code's (the output of its
   scripts/convert/vitdet.py: `embedding.conv`, `backbone.blocks.*`, `pyramid.stages.*`)."""
   vit = detector.backbone
   width, heads = vit.width, vit.num_heads
@@ -362,7 +362,7 @@ def from_vitdet(state_dict: Mapping[str, Any], detector) -> tuple[dict, dict]:
   if isinstance(state_dict.get('model'), Mapping):
     state_dict = state_dict['model']
   sd = {k.removeprefix('module.'): _to_numpy(v) for k, v in state_dict.items()}
-  layout = 'detectron2' if any(k.startswith('backbone.net.') for k in sd) else 'eventful'
+  layout = 'detectron2' if any(k.startswith('backbone.net.') for k in sd) else 'wisionlab'
   vit = detector.backbone
   image = np.zeros((1, vit.image_size, vit.image_size, 3), np.float32)
   shapes = jax.eval_shape(lambda: detector.init(

@@ -121,7 +121,7 @@ def check_vitdet(kw: dict[str, Any]) -> None:
          f'block {bad[0]} is not in [0, model.depth={kw["depth"]})')
   if kw.get('rel_pos_resize', 'linear') not in ('linear', 'bicubic'):
     fail('model.rel_pos_resize', kw['rel_pos_resize'],
-         "expected 'linear' (detectron2) or 'bicubic' (the official Eventful code)")
+         "expected 'linear' (detectron2's resize) or 'bicubic' (the whole-matrix resize)")
   for field in ('rel_pos_size', 'posemb_grid'):
     if not isinstance(kw.get(field, 0), int) or kw.get(field, 0) < 0:
       fail(f'model.{field}', kw[field], 'must be 0 (the token grid) or a size in tokens')

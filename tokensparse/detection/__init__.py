@@ -1,11 +1,11 @@
 """Video object detection with a ViTDet-style detector (tokensparse/detection/model.py) on the
-one backbone, run dense or as an Eventful Transformer.
+one backbone.
 
 A detection config (configs/vitdet/) has `model` (the backbone's fields, with ViTDet's options
-and `num_classes`, the object classes), `detector` (pyramid and head), `data` (the offline
-Fashion-MNIST Detection Clips) and `eventful` (capacity, variant, threshold of an Eventful
-run). `python train.py --config configs/vitdet/...` trains it (detection/train.py);
-`build(config, eventful=True)` gives the same weights' Eventful detector.
+and `num_classes`, the object classes), `detector` (pyramid and head) and `data` (the offline
+Fashion-MNIST Detection Clips), and may carry a method's group for runs of the trained weights
+(the Eventful Transformer's: tokensparse/methods/eventful/detection.py). `python train.py
+--config configs/vitdet/...` trains it (detection/train.py).
 """
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ import jax.numpy as jnp
 from tokensparse import backbone
 from tokensparse.backbone.pyramid import SCALES
 from tokensparse.backbone.vit import ViT
-from tokensparse.detection.model import Detector, run_clip  # noqa: F401
+from tokensparse.detection.model import Detector
 from tokensparse.fields import fail
-from tokensparse.methods.eventful.model import VARIANTS, EventfulViT  # noqa: F401
 
 
 def validate(config: Any) -> dict:
@@ -41,33 +40,19 @@ def validate(config: Any) -> dict:
   if small:
     fail('detector.scale_factors', list(d.scale_factors),
          f'scale {small[0]} leaves no cell of the {grid}x{grid} token grid')
-  e = config.get('eventful')
-  if e is not None:
-    if e.variant not in VARIANTS:
-      fail('eventful.variant', e.variant, f'expected one of {VARIANTS}')
-    if not isinstance(e.capacity, int) or not 0 <= e.capacity <= grid * grid:
-      fail('eventful.capacity', e.capacity, f'must be in [0, N={grid * grid}] (0 means N)')
   if config.get('batch_size') is not None and config.batch_size <= 0:
     fail('batch_size', config.batch_size, 'must be positive')
   return kw
 
 
-def build(config: Any, eventful: bool = False, capacity: int | None = None,
-          variant: str | None = None, threshold: float | None = None) -> Detector:
-  """The detector of a config; `eventful=True` runs its backbone as an EventfulViT (capacity,
-  variant and threshold default to config.eventful's)."""
+def build(config: Any, net: ViT | None = None) -> Detector:
+  """The detector of a config; `net` replaces its dense backbone (a method's, built from the
+  same backbone fields)."""
   kw = validate(config)
-  if eventful:
-    e = config.eventful
-    net = EventfulViT(**kw, capacity=e.capacity if capacity is None else capacity,
-                      variant=variant or e.variant,
-                      threshold=e.threshold if threshold is None else threshold)
-  else:
-    net = ViT(**kw)
   d = config.detector
-  return Detector(net, num_classes=kw['num_classes'], scale_factors=tuple(d.scale_factors),
-                  out_channels=d.out_channels, head_convs=d.head_convs,
-                  size_base=d.size_base)
+  return Detector(net or ViT(**kw), num_classes=kw['num_classes'],
+                  scale_factors=tuple(d.scale_factors), out_channels=d.out_channels,
+                  head_convs=d.head_convs, size_base=d.size_base)
 
 
 def normalize(frames, mean: float, std: float):

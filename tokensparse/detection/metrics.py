@@ -89,3 +89,17 @@ def evaluate(detections: Sequence[dict], ground_truth: Sequence[dict], num_class
   mean = lambda a: float(np.mean(a[has])) if has.any() else float('nan')
   return {'mAP': mean(ap.mean(0)) if has.any() else float('nan'), 'mAP50': mean(ap[0]),
           'mAP75': mean(ap[5]), 'AP50_per_class': ap[0].tolist()}
+
+
+def score_clips(dets: dict, clips: dict, num_classes: int) -> dict:
+  """`evaluate` over every frame of clips: dets {'boxes' [n, T, D, 4], 'scores', 'classes',
+  'valid'}, clips {'boxes' [n, T, G, 4], 'labels', 'valid'}."""
+  det, gt = [], []
+  n, t = clips['valid'].shape[:2]
+  for i in range(n):
+    for j in range(t):
+      v = dets['valid'][i, j]
+      det.append({k: dets[k][i, j][v] for k in ('boxes', 'scores', 'classes')})
+      g = clips['valid'][i, j]
+      gt.append({'boxes': clips['boxes'][i, j][g], 'classes': clips['labels'][i, j][g]})
+  return evaluate(det, gt, num_classes)

@@ -6,9 +6,9 @@ logits, 4 distances and a centerness logit).
     images [B, H, W, C] -> backbone.features [B, gh, gw, D] -> pyramid -> head -> outputs
     {'logits' [B, P, K], 'ltrb' [B, P, 4] (pixels), 'centerness' [B, P]}, P cells of all levels
 
-The backbone follows the papers (ViTDet, and the Eventful Transformer on it); the head is much
-simpler than the Cascade Mask R-CNN the papers use. The backbone is a submodule, so the same
-weights run as the dense `ViT` or as an `EventfulViT` (frame by frame, `run_clip`).
+The backbone follows ViTDet; the head is much simpler than the Cascade Mask R-CNN of the papers.
+The backbone is a submodule, so the same weights run with a method's backbone in its place
+(the Eventful Transformer's, frame by frame: tokensparse/methods/eventful/detection.py).
 """
 from __future__ import annotations
 
@@ -18,14 +18,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from tokensparse.backbone.pyramid import SimpleFeaturePyramid
 from tokensparse.backbone.vit import ViT
 from tokensparse.detection import fcos
 from tokensparse.flops import vit_macs
-from tokensparse.methods.eventful.flops import eventful_macs
-from tokensparse.methods.eventful.model import EventfulViT
 
 
 class Head(nn.Module):
@@ -107,42 +104,12 @@ class Detector(nn.Module):
     return self.head_outputs(self.backbone.features(images, train))
 
 
-def run_clip(model: Detector, variables: dict, clips: jax.Array, budget=None, threshold=None
-             ) -> tuple[dict, jax.Array]:
-  """A detector whose backbone is an `EventfulViT` on clips [B, T, H, W, C]: frame 0 dense,
-  the others through the gates (`lax.scan`), the pyramid and head on every frame ->
-  (head outputs with a time axis [B, T, ...], updated-token maps [B, T, depth, N]).
-  `budget` / `threshold` as in `EventfulViT.step` (scalars or per-frame [T - 1])."""
-  backbone = model.backbone
-  bvars = {'params': variables['params']['backbone']}
-  state, first = backbone.apply(bvars, clips[:, 0], method=EventfulViT.init_features)
-  xs = jnp.swapaxes(clips[:, 1:], 0, 1)
-  per_step = lambda v, dtype: None if v is None else jnp.broadcast_to(
-      jnp.asarray(v, dtype), (xs.shape[0],))
-
-  def body(st, inputs):
-    frame, r, h = inputs
-    st, feats = backbone.apply(bvars, st, frame, r, h, method=EventfulViT.step_features)
-    return st, (feats, st.updated)
-
-  _, (feats, updated) = lax.scan(body, state, (xs, per_step(budget, jnp.int32),
-                                               per_step(threshold, jnp.float32)))
-  feats = jnp.concatenate([first[None], feats], axis=0)                  # [T, B, gh, gw, D]
-  t, b = feats.shape[:2]
-  out = model.apply(variables, feats.reshape(t * b, *feats.shape[2:]),
-                    method=Detector.head_outputs)
-  out = {k: jnp.swapaxes(v.reshape(t, b, *v.shape[1:]), 0, 1) for k, v in out.items()}
-  updated = jnp.concatenate([state.updated[:, None], jnp.swapaxes(updated, 0, 1)], axis=1)
-  return out, updated
-
-
-def detector_macs(model: Detector, tokens: int | None = None, channels: int = 3) -> dict:
-  """MACs of one frame by part ('backbone', 'pyramid', 'head', 'total'): the backbone dense
-  (tokensparse.flops), or with an EventfulViT backbone a frame after the first with `tokens`
-  (default its capacity) recomputed per gate; the pyramid's and head's convolutions dense."""
+def detector_macs(model: Detector, channels: int = 3, backbone: dict | None = None) -> dict:
+  """MACs of one frame by part ('backbone', 'pyramid', 'head', 'total'): the backbone's as
+  `backbone` counts them (a method's counter; default the dense ViT's, tokensparse.flops),
+  without its classifier head; the pyramid's and head's convolutions."""
   net = model.backbone
-  part = eventful_macs(net, tokens, channels) if isinstance(net, EventfulViT) else \
-      vit_macs(net, channels)
+  part = backbone if backbone is not None else vit_macs(net, channels)
   backbone = part['total'] - part.get('head', 0)
   (gh, gw), d, c = net.grid, net.width, model.out_channels
   pyramid = head = 0

@@ -1,7 +1,10 @@
-"""Evaluate a trained detector on test clips, dense and as an Eventful Transformer:
+"""The Eventful Transformer on a trained ViTDet-style detector (tokensparse.detection): the same
+weights with an EventfulViT backbone, run over clips frame by frame (`run_clip`: windowed blocks
+gated token-wise, global blocks with the sparse query-key and delta attention-value updates),
+and a command line that evaluates it on test clips against the dense detector:
 
-    python -m tokensparse.detection.evaluate --workdir runs/vitdet --capacity 36
-    python -m tokensparse.detection.evaluate --workdir runs/vitdet --threshold 2.0
+    python -m tokensparse.methods.eventful.detection --workdir runs/vitdet --capacity 24
+    python -m tokensparse.methods.eventful.detection --workdir runs/vitdet --threshold 8
 
 prints the dense and Eventful mAP50 / mAP over every frame of the test clips, the MACs per
 frame of each (Eventful: averaged over all frames, the dense first frame of each clip
@@ -9,7 +12,9 @@ included) and the measured speed-up per frame after the first at batch 1 on this
 backbone, pyramid and head; same-round ratios). `--json PATH` also writes the figures.
 The Eventful run uses the work directory's weights off the shelf (no retraining): the gates
 choose the `capacity` tokens (of N) whose inputs moved most since they were last computed,
-or, with `--threshold`, those whose error exceeds it.
+or, with `--threshold`, those whose error exceeds it. A command-line tool that lives with its
+method: it reads work directories (tokensparse.detection.train) and nothing in the library
+imports it.
 """
 from __future__ import annotations
 
@@ -22,9 +27,70 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax import lax
+
 from tokensparse import detection
 from tokensparse.detection import fcos, metrics
-from tokensparse.detection.model import Detector, detector_macs, run_clip
+from tokensparse.detection.model import Detector, detector_macs
+from tokensparse.fields import fail
+from tokensparse.methods.eventful import flops
+from tokensparse.methods.eventful.model import VARIANTS, EventfulViT
+
+
+def eventful_detector(config, capacity: int | None = None, variant: str | None = None,
+                      threshold: float | None = None) -> Detector:
+  """The detector of a detection config with an EventfulViT backbone; capacity, variant and
+  threshold default to config.eventful's (ValueError names a bad one)."""
+  kw = detection.validate(config)
+  e = config.get('eventful') or {}
+  capacity = e.get('capacity', 0) if capacity is None else capacity
+  variant = variant or e.get('variant', 'full')
+  threshold = e.get('threshold') if threshold is None else threshold
+  n = (kw['image_size'] // kw['patch_size']) ** 2
+  if variant not in VARIANTS:
+    fail('eventful.variant', variant, f'expected one of {VARIANTS}')
+  if not isinstance(capacity, int) or not 0 <= capacity <= n:
+    fail('eventful.capacity', capacity, f'must be in [1, N={n}] (0 means N)')
+  if threshold is not None and threshold < 0:
+    fail('eventful.threshold', threshold, 'must be >= 0')
+  return detection.build(config, EventfulViT(**kw, capacity=capacity, variant=variant,
+                                             threshold=threshold))
+
+
+def eventful_detector_macs(model: Detector, tokens: int | None = None,
+                           channels: int = 3) -> dict:
+  """`detector_macs` of a frame after the first with `tokens` (default: the capacity)
+  recomputed per gate (tokensparse.methods.eventful.flops)."""
+  return detector_macs(model, channels, flops.eventful_macs(model.backbone, tokens, channels))
+
+
+def run_clip(model: Detector, variables: dict, clips: jax.Array, budget=None, threshold=None
+             ) -> tuple[dict, jax.Array]:
+  """A detector with an EventfulViT backbone on clips [B, T, H, W, C]: frame 0 dense, the
+  others through the gates (`lax.scan`), the pyramid and head on every frame -> (head outputs
+  with a time axis [B, T, ...], updated-token maps [B, T, depth, N]). `budget` / `threshold`
+  as in `EventfulViT.step` (scalars or per-frame [T - 1])."""
+  backbone = model.backbone
+  bvars = {'params': variables['params']['backbone']}
+  state, first = backbone.apply(bvars, clips[:, 0], method=EventfulViT.init_features)
+  xs = jnp.swapaxes(clips[:, 1:], 0, 1)
+  per_step = lambda v, dtype: None if v is None else jnp.broadcast_to(
+      jnp.asarray(v, dtype), (xs.shape[0],))
+
+  def body(st, inputs):
+    frame, r, h = inputs
+    st, feats = backbone.apply(bvars, st, frame, r, h, method=EventfulViT.step_features)
+    return st, (feats, st.updated)
+
+  _, (feats, updated) = lax.scan(body, state, (xs, per_step(budget, jnp.int32),
+                                               per_step(threshold, jnp.float32)))
+  feats = jnp.concatenate([first[None], feats], axis=0)                  # [T, B, gh, gw, D]
+  t, b = feats.shape[:2]
+  out = model.apply(variables, feats.reshape(t * b, *feats.shape[2:]),
+                    method=Detector.head_outputs)
+  out = {k: jnp.swapaxes(v.reshape(t, b, *v.shape[1:]), 0, 1) for k, v in out.items()}
+  updated = jnp.concatenate([state.updated[:, None], jnp.swapaxes(updated, 0, 1)], axis=1)
+  return out, updated
 
 
 def _decode(model: Detector, config):
@@ -41,7 +107,7 @@ def clip_detections(model: Detector, variables, config, clips: np.ndarray, budge
   'scores', 'classes', 'valid'}, updated-token maps [n, T, depth, N] or None for a dense
   model). An Eventful backbone runs each clip frame by frame (`run_clip`)."""
   decode = _decode(model, config)
-  eventful = isinstance(model.backbone, detection.EventfulViT)
+  eventful = isinstance(model.backbone, EventfulViT)
   norm = lambda c: detection.normalize(c, config.data.mean, config.data.std)
 
   @jax.jit
@@ -67,31 +133,18 @@ def clip_detections(model: Detector, variables, config, clips: np.ndarray, budge
   return dets, (np.concatenate(updated) if eventful else None)
 
 
-def score(dets: dict, clips: dict, num_classes: int) -> dict:
-  """COCO-style mAP over every frame of the clips."""
-  det, gt = [], []
-  n, t = clips['valid'].shape[:2]
-  for i in range(n):
-    for j in range(t):
-      v = dets['valid'][i, j]
-      det.append({k: dets[k][i, j][v] for k in ('boxes', 'scores', 'classes')})
-      g = clips['valid'][i, j]
-      gt.append({'boxes': clips['boxes'][i, j][g], 'classes': clips['labels'][i, j][g]})
-  return metrics.evaluate(det, gt, num_classes)
-
-
 def macs_per_frame(dense: Detector, eventful: Detector, updated: np.ndarray | None,
                    frames: int, channels: int, part: str = 'total') -> float:
   """Eventful MACs per frame averaged over a clip: the dense first frame, then each later
   frame at its capacity, or (threshold) at the mean tokens its qkv gates recomputed. `part`:
   'total', or 'backbone' (what the paper counts and the gates change)."""
-  first = detector_macs(dense, channels=channels)[part]
+  first = detector_macs(dense, channels)[part]
   if updated is None:
-    later = detector_macs(eventful, channels=channels)[part]
+    later = eventful_detector_macs(eventful, None, channels)[part]
   else:
     m = float(updated[:, 1:].sum(-1).mean())
-    a = detector_macs(eventful, 0, channels)[part]
-    b = detector_macs(eventful, 1, channels)[part] - a
+    a = eventful_detector_macs(eventful, 0, channels)[part]
+    b = eventful_detector_macs(eventful, 1, channels)[part] - a
     later = a + b * m
   return (first + (frames - 1) * later) / frames
 
@@ -100,7 +153,6 @@ def speed_ratio(dense: Detector, eventful: Detector, variables, frames: np.ndarr
                 rounds: int = 5) -> float:
   """Median same-round ratio of dense to Eventful time per frame (after the first), batch 1,
   backbone + pyramid + head, jitted (the Eventful step donates its state)."""
-  from tokensparse.methods.eventful.model import EventfulViT  # pylint: disable=g-import-not-at-top
   x = detection.normalize(frames[None], config.data.mean, config.data.std)   # [1, T, ...]
   bvars = {'params': variables['params']['backbone']}
   net = eventful.backbone
@@ -141,15 +193,14 @@ def main(argv=None) -> int:
   try:
     config, dense, variables = train.load(args.workdir)
     n = dense.backbone.num_patches
-    capacity = args.capacity if args.capacity is not None else config.eventful.capacity
+    capacity = args.capacity
     if args.threshold is not None and args.capacity is None:
       capacity = 0
-    if not 0 <= capacity <= n:
+    if capacity is not None and not 0 <= capacity <= n:
       raise ValueError(f'--capacity {capacity}: must be in [1, N={n}] (0 means N)')
     if args.threshold is not None and args.threshold < 0:
       raise ValueError(f'--threshold {args.threshold}: must be >= 0')
-    eventful = detection.build(config, eventful=True, capacity=capacity, variant=args.variant,
-                               threshold=args.threshold)
+    eventful = eventful_detector(config, capacity, args.variant, args.threshold)
     clips = train.load_data(config, 'test', args.clips)
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
@@ -158,11 +209,11 @@ def main(argv=None) -> int:
   t0 = time.time()
   dense_dets, _ = clip_detections(dense, variables, config, clips['video'])
   ev_dets, updated = clip_detections(eventful, variables, config, clips['video'])
-  d, e = score(dense_dets, clips, k), score(ev_dets, clips, k)
-  dense_macs = detector_macs(dense, channels=channels)['total']
+  d, e = metrics.score_clips(dense_dets, clips, k), metrics.score_clips(ev_dets, clips, k)
+  dense_macs = detector_macs(dense, channels)['total']
   used = updated if args.threshold is not None else None
   ev_macs = macs_per_frame(dense, eventful, used, frames, channels)
-  dense_bb = detector_macs(dense, channels=channels)['backbone']
+  dense_bb = detector_macs(dense, channels)['backbone']
   ev_bb = macs_per_frame(dense, eventful, used, frames, channels, 'backbone')
   ratio = speed_ratio(dense, eventful, variables, clips['video'][0], config)
   policy = f'threshold {args.threshold}' if args.threshold is not None else \
