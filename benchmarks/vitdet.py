@@ -79,8 +79,8 @@ def accuracy(args):
                     'backbone_macs_per_frame': bb, 'backbone_compute_saved': saved,
                     'mAP50': s['mAP50'], 'mAP': s['mAP'], 'relative_mAP50_loss': loss})
     rows.append([f'Eventful {variant}, {name}', f'{tokens:.1f}', f'{bb / 1e6:.0f}',
-                 f'{100 * saved:.1f} %', f'{macs / 1e6:.0f}', f'{100 * s["mAP50"]:.1f}', f'{100 * loss:+.1f} %',
-                 f'{100 * s["mAP"]:.1f}'])
+                 f'{100 * saved:.1f} %', f'{macs / 1e6:.0f}', f'{100 * s["mAP50"]:.1f}',
+                 f'{100 * loss:+.1f} %', f'{100 * s["mAP"]:.1f}'])
     print(f'{variant} {name}: {tokens:.1f} tokens, backbone {bb / 1e6:.0f} MMACs, mAP50 '
           f'{100 * s["mAP50"]:.1f} ({time.time() - t0:.0f}s)', flush=True)
     if variant == 'full' and r == args.picture_capacity:
@@ -89,9 +89,10 @@ def accuracy(args):
                   f'{100 * base["mAP50"]:.1f}', '—', f'{100 * base["mAP"]:.1f}'])
   os.makedirs(DOCS, exist_ok=True)
   with open(os.path.join(DOCS, 'accuracy.json'), 'w') as f:
-    json.dump({'dense': {'mAP50': base['mAP50'], 'mAP': base['mAP'], 'macs_per_frame':
-                         dense_macs, 'backbone_macs_per_frame': dense_bb}, 'eventful': results, 'clips': len(clips['video']),
-               'frames': frames, 'workdir': args.workdir}, f, indent=1)
+    json.dump({'dense': {'mAP50': base['mAP50'], 'mAP': base['mAP'],
+                         'macs_per_frame': dense_macs, 'backbone_macs_per_frame': dense_bb},
+               'eventful': results, 'clips': len(clips['video']), 'frames': frames,
+               'workdir': args.workdir}, f, indent=1)
   series = []
   for label, colour, pick in (('top-r, full', (200, 60, 40),
                                lambda x: x['threshold'] is None and x['variant'] == 'full'),
