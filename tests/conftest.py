@@ -22,3 +22,15 @@ def tiny_model_config():
       name='vit', variant=None, num_classes=5, image_size=16, patch_size=4, width=32,
       depth=2, num_heads=4, mlp_dim=64, distilled=False, dropout=0.0, droppath=0.0,
       dtype='float32'))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _release_compiled_programs():
+  """Drop each module's compiled programs when it ends: a full run compiles thousands of small
+  executables (eager ops of many tiny models), and holding them all until the last module
+  made XLA's CPU compiler crash late in the session (a segfault inside a compile)."""
+  yield
+  import gc  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.clear_caches()
+  gc.collect()

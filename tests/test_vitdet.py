@@ -17,13 +17,22 @@ from tokensparse import backbone, convert
 from tokensparse import functional as F
 from tokensparse.backbone.vit import ViT
 from tokensparse.detection.model import Detector, detector_macs
-from tokensparse.methods.eventful.detection import eventful_detector_macs, run_clip
+from tokensparse.methods.eventful.detection import eventful_detector_macs
+from tokensparse.methods.eventful.detection import run_clip as _run_clip
 from tokensparse.methods.eventful.model import EventfulViT
 
 FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
 TINY = dict(num_classes=1, patch_size=4, width=32, depth=4, num_heads=4, mlp_dim=128,
             classifier='gap', window_size=4, global_blocks=(1, 3), rel_pos=True, rel_pos_size=6,
             posemb_grid=4)
+
+
+def run_clip(model, variables, clips):
+  return jax.jit(lambda v, c: _run_clip(model, v, c))(variables, clips)
+
+
+def dense_apply(model, variables, x):
+  return jax.jit(model.apply)(variables, x)
 
 
 def tiny_detector(size, resize='linear', net=ViT, **extra):
@@ -144,7 +153,7 @@ def test_eventful_at_r_equal_n_is_the_dense_detector(imported, variant):
   out, updated = run_clip(tiny_detector(20, net=EventfulViT, capacity=25, variant=variant),
                           imported, x)
   for t in range(x.shape[1]):
-    want = dense.apply(imported, x[:, t])
+    want = dense_apply(dense, imported, x[:, t])
     for k in want:
       np.testing.assert_allclose(out[k][:, t], want[k], atol=2e-5, rtol=1e-4)
   assert updated.shape == (2, 4, 4, 25) and updated.all()
@@ -211,6 +220,6 @@ def test_eventful_thresholds_select_by_error(imported):
                                         variant='sparse_qk'), imported, x)
   assert 0 < updated[:, 1:, 0].sum() < updated[:, 1:, 0].size   # block 0: the moving square
   for t in range(1, 4):
-    dense = tiny_detector(20).apply(imported, x[:, t])
+    dense = dense_apply(tiny_detector(20), imported, x[:, t])
     for k in dense:
       np.testing.assert_allclose(out[k][:, t], dense[k], atol=2e-5, rtol=1e-4)
