@@ -27,14 +27,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax import lax
-
 from tokensparse import detection
 from tokensparse.detection import fcos, metrics
 from tokensparse.detection.model import Detector, detector_macs
 from tokensparse.fields import fail
 from tokensparse.methods.eventful import flops
-from tokensparse.methods.eventful.model import VARIANTS, EventfulViT
+from tokensparse.methods.eventful.model import VARIANTS, EventfulViT, scan_steps
 
 
 def eventful_detector(config, capacity: int | None = None, variant: str | None = None,
@@ -70,26 +68,12 @@ def run_clip(model: Detector, variables: dict, clips: jax.Array, budget=None, th
   others through the gates (`lax.scan`), the pyramid and head on every frame -> (head outputs
   with a time axis [B, T, ...], updated-token maps [B, T, depth, N]). `budget` / `threshold`
   as in `EventfulViT.step` (scalars or per-frame [T - 1])."""
-  backbone = model.backbone
   bvars = {'params': variables['params']['backbone']}
-  state, first = backbone.apply(bvars, clips[:, 0], method=EventfulViT.init_features)
-  xs = jnp.swapaxes(clips[:, 1:], 0, 1)
-  per_step = lambda v, dtype: None if v is None else jnp.broadcast_to(
-      jnp.asarray(v, dtype), (xs.shape[0],))
-
-  def body(st, inputs):
-    frame, r, h = inputs
-    st, feats = backbone.apply(bvars, st, frame, r, h, method=EventfulViT.step_features)
-    return st, (feats, st.updated)
-
-  _, (feats, updated) = lax.scan(body, state, (xs, per_step(budget, jnp.int32),
-                                               per_step(threshold, jnp.float32)))
-  feats = jnp.concatenate([first[None], feats], axis=0)                  # [T, B, gh, gw, D]
-  t, b = feats.shape[:2]
-  out = model.apply(variables, feats.reshape(t * b, *feats.shape[2:]),
+  feats, updated = scan_steps(model.backbone, bvars, clips, budget, threshold, features=True)
+  b, t = feats.shape[:2]
+  out = model.apply(variables, feats.reshape(b * t, *feats.shape[2:]),
                     method=Detector.head_outputs)
-  out = {k: jnp.swapaxes(v.reshape(t, b, *v.shape[1:]), 0, 1) for k, v in out.items()}
-  updated = jnp.concatenate([state.updated[:, None], jnp.swapaxes(updated, 0, 1)], axis=1)
+  out = {k: v.reshape(b, t, *v.shape[1:]) for k, v in out.items()}
   return out, updated
 
 

@@ -284,18 +284,22 @@ class EventfulViT(ViT):
 
 def scan_steps(model: EventfulViT, variables: dict[str, Any], steps: jax.Array,
                budget: jax.Array | int | None = None,
-               threshold: jax.Array | float | None = None):
+               threshold: jax.Array | float | None = None, features: bool = False):
   """steps [B, S, *step input] -> (per-step outputs [B, S, ...], updated-token maps of the qkv
   gates [B, S, depth, N]; step 0 all True). Step 0 is dense, the others go through `step`
-  inside `lax.scan`. `budget` / `threshold` (optional, traced): scalars or per-step [S - 1]."""
-  state, first = model.apply(variables, steps[:, 0], method=EventfulViT.init_state)
+  inside `lax.scan`. `budget` / `threshold` (optional, traced): scalars or per-step [S - 1].
+  `features=True`: the outputs are the last block's feature maps (`init_features`,
+  `step_features`: a detection backbone)."""
+  init, step = ((EventfulViT.init_features, EventfulViT.step_features) if features else
+                (EventfulViT.init_state, EventfulViT.step))
+  state, first = model.apply(variables, steps[:, 0], method=init)
   xs = jnp.swapaxes(steps[:, 1:], 0, 1)                            # [S - 1, B, ...]
   per_step = lambda v, dtype: None if v is None else jnp.broadcast_to(
       jnp.asarray(v, dtype), (xs.shape[0],))
 
   def body(st, inputs):
     frame, r, h = inputs
-    st, out = model.apply(variables, st, frame, r, h, method=EventfulViT.step)
+    st, out = model.apply(variables, st, frame, r, h, method=step)
     return st, (out, st.updated)
 
   _, (outs, updated) = lax.scan(body, state, (xs, per_step(budget, jnp.int32),
