@@ -1,42 +1,53 @@
 """Which method at which budget: every method fine-tuned from one converged dense model with one
-recipe, at three MAC budgets, with accuracy, MACs and measured speed in one table and one plot.
+recipe and three seeds, at three MAC budgets; accuracy against MACs and against measured speed.
 
-    python benchmarks/compare.py            # the full comparison (see BENCHMARKS.md for its time)
-    python benchmarks/compare.py --quick    # a few-minute smoke run of the same machinery
-    python benchmarks/compare.py --rows ats # one method's lines beside the full table
+    python benchmarks/compare.py               # the full comparison (hours; resumable)
+    python benchmarks/compare.py --quick       # a smoke run of the same machinery (minutes)
+    python benchmarks/compare.py --rows ats    # one method's lines beside the full table
+    python benchmarks/compare.py --report_only # the tables from what has finished so far
 
 Resumable: every run lives in its own work directory under runs/compare/ (runs/compare-quick/
-for --quick); a finished one is skipped, an interrupted one resumes. Stages:
+for --quick). A finished run whose config is unchanged is skipped, an interrupted one resumes,
+and one whose config changed is moved aside (<workdir>.replaced-<time>) and trained again.
+runs/compare/run.json records the commit the comparison started at and the time of every
+session that worked on it. Stages:
 
 1. The teacher: the README's default run (runs/vit_fashion_mnist, trained if missing), then the
-   canvas model (Fashion-MNIST items at random positions on a 56x56 canvas, 64 patch tokens + cls)
-   trained for --teacher_epochs from it. It is converged when one more epoch of the comparison's
-   recipe adds less than 0.2 points: the dense reference row (below) checks exactly that.
+   canvas model (Fashion-MNIST items at random positions on a 56x56 canvas, 64 patch tokens +
+   cls) trained for --teacher_epochs from it with its own schedule, evaluated after every
+   epoch. Its test-accuracy curve is drawn (docs/compare/teacher.png) and called converged
+   when each of its last two epochs changed it by less than the seed-to-seed standard
+   deviation of the dense reference row (two-sided: a drop fails as a rise does).
 2. The rows are the registry's: every method's `variants()` (tokensparse/methods/<name>/),
    e.g. DynamicViT and static selection, 2x2 pooling, TokenLearner, VTP, ToMe, EViT, ATS. For
-   each budget (fractions of dense MACs, default 0.5, 0.65, 0.8), the method's `budget_knobs`
-   setting whose MACs (by its own counter) come closest is chosen: keep ratios at the paper's
-   three stages, the block that pools, 8 or 16 tokens and the block where they are learned,
-   the pruning rate, r, keep rates, sampled tokens.
-3. Every row starts from the teacher and trains for the same --epochs with the canvas recipe
-   (AdamW, lr 1e-3 cosine, batch 128) plus what the variant's recipe config adds (DynamicViT's
-   losses and learning-rate groups): configs/<method>/ hold them. VTP splits the same epochs
-   into sparsity training (half) and fine-tuning after pruning (half). Training-free methods
-   (ToMe, EViT, ATS) are also evaluated off the shelf. The dense model trained for the same
-   epochs is the reference row; every "vs dense" compares with the dense model of the same
-   training.
+   each budget (fractions of dense MACs, default 0.5, 0.65, 0.8) the method's `budget_knobs`
+   setting whose MACs (by its own counter) come closest is chosen; a row more than 2 % from its
+   budget is marked.
+3. One fine-tuning recipe for every trained row, the dense reference included (RECIPE below):
+   from the teacher, AdamW for --epochs, the teacher's own parameters at 0.1x the learning rate
+   of the parameters the method adds (its predictors, learners, scores), a short warm-up to
+   that low rate, cosine decay, no distillation (each method's distillation weights, its
+   `distillation_fields`, set to 0; its other losses kept). VTP splits the epochs into sparsity
+   training (half) and fine-tuning after pruning (half). Every trained row runs with seeds 0, 1
+   and 2 (data order, augmentation, new parameters): mean and standard deviation. DynamicViT
+   is also trained with its paper's recipe (distillation, backbone at 0.01x, frozen warm-up;
+   configs/dynamic_vit/), as a labelled extra row. Training-free methods (ToMe, EViT, ATS) are
+   also evaluated off the shelf.
 4. Eventful Transformer, off the shelf on Moving Fashion-MNIST test clips (42 px frames at the
    centre of the 56 px canvas): the teacher's clip accuracy at capacities matched to the budgets
-   in MACs per frame.
-5. Speed: each method at each budget (knob chosen for the same MAC fraction) on DeiT-S/16 at
-   224 px, fp32, inference, batch 32 (over all host devices) and batch 1, against dense DeiT-S
-   timed in the same rounds (median of same-round ratios). VTP's widths are every layer pruned
-   by the same rate (the speed depends on the widths only).
+   in MACs per frame averaged over every frame of the clip, the dense first frame included.
+5. Speed: each method at each budget (knob solved for the same MAC fraction on that model) on
+   DeiT-S/16 at 224 px, fp32, inference, batch 32 (over all host devices) and batch 1, timed
+   interleaved with dense DeiT-S in the same rounds (median of same-round ratios). VTP's widths
+   are every layer pruned by the same rate (the speed depends on the widths only).
 
-Writes the 'compare' section of BENCHMARKS.md and docs/compare/pareto.png (--quick: COMPARE.md
-and pareto.png in runs/compare-quick/, leaving BENCHMARKS.md alone). `--rows KEY,...` runs the
-teacher, the dense reference and only those lines (a method added after the full run), into the
-section 'compare_KEY' and docs/compare/pareto_KEY.png; the Eventful clip table is left out.
+Writes the 'compare' section of BENCHMARKS.md, docs/compare/ (pareto.png, speed.png,
+teacher.png, results.json and rows/<row>.json: each row's full config, metrics and accuracy;
+`python train.py --config configs/saved.py:docs/compare/rows/<row>.json --workdir DIR` trains
+that row again). --quick writes COMPARE.md and its pictures into runs/compare-quick/, leaving
+BENCHMARKS.md alone. `--rows KEY,...` runs the teacher, the dense reference and only those lines
+(a method added after the full run), into the section 'compare_KEY'; the Eventful table is
+left out.
 """
 from __future__ import annotations
 
@@ -45,27 +56,37 @@ import copy
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 
-from common import ROOT, device_description, git_revision, table, time_per_call, write_section
+from common import (ROOT, device_description, git_revision, line_plot, table, time_per_call,
+                    write_section)
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from PIL import Image, ImageDraw
+from flax import traverse_util
 
 sys.path.insert(0, ROOT)
-from tokensparse import backbone, configs, evaluate, inference, methods  # noqa: E402
+from tokensparse import backbone, checkpoint, configs, evaluate, inference, methods  # noqa: E402
 from tokensparse.methods.vtp import model as vtp  # noqa: E402
 from tokensparse.methods.vtp import prune as vtp_prune  # noqa: E402
 from tokensparse.train import loop  # noqa: E402
 
 BUDGETS = (0.5, 0.65, 0.8)
+SEEDS = (0, 1, 2)
+TOLERANCE = 0.02       # a row's MACs within 2 % of its budget, or it is marked
 LENGTH_FIELDS = ('num_epochs', 'total_steps', 'init_from')
 # Every line of the comparison, from the registry: variant key -> (Method, Variant).
 ROWS = {v.key: (m, v) for m in methods.REGISTRY.values() for v in m.variants()}
+# Lines also trained with their paper's recipe (the variant's config as it is), labelled.
+PAPER_RECIPES = ('dynamic_vit',)
+# The one fine-tuning recipe of every trained row. The teacher ends its cosine schedule at
+# lr 1e-5; its parameters continue at 1e-4 (0.1x), the method's new ones learn at 1e-3.
+RECIPE = dict(lr=1e-3, min_lr=1e-6, weight_decay=0.05, grad_clip_norm=1.0, teacher_params=0.1,
+              warmup_epochs=0.05, label_smoothing=0.1)
 
 
 @dataclasses.dataclass
@@ -77,6 +98,8 @@ class Settings:
   epochs: float = 1.0                    # every row's training (steps: row_steps if > 0)
   row_steps: int = 0
   budgets: tuple = BUDGETS
+  seeds: tuple = SEEDS
+  paper_recipes: tuple = PAPER_RECIPES
   clips: int = 2000                      # Eventful test clips (0: no Eventful table)
   clip_config: str = 'default'
   speed_model: dict = dataclasses.field(default_factory=lambda: dict(
@@ -88,6 +111,12 @@ class Settings:
   plot: str = os.path.normpath(os.path.join(ROOT, 'docs', 'compare', 'pareto.png'))
   rows: tuple = ()                       # the lines to run (keys of ROWS); () = all
   quick: bool = False                    # a smoke run: said in the report's heading
+  epoch_steps: int = 60000 // 128        # the teacher's steps per epoch (its curve's x axis)
+
+  @property
+  def out(self) -> str:
+    """Where the pictures and the row records go (beside the plot)."""
+    return os.path.dirname(self.plot)
 
 
 def log(msg):
@@ -191,6 +220,51 @@ def vtp_model(model_cfg, rate: float) -> ml_collections.ConfigDict:
       'attn_scale': head_dim ** -0.5})
 
 
+def method_part(key: str) -> dict:
+  """What the one recipe takes from the variant's config: its model and loss fields (the method
+  and its own losses), with every distillation weight set to 0."""
+  method, _ = ROWS[key]
+  part = {k: v for k, v in recipe(key).items() if k in ('model', 'loss')}
+  losses = part.get('loss', {}).get(method.name)
+  if losses is not None or method.distillation_fields:
+    filled = (method.loss_defaults() or ml_collections.ConfigDict()).to_dict()
+    filled.update(losses or {})
+    filled.update({f: 0.0 for f in method.distillation_fields})
+    part.setdefault('loss', {})[method.name] = filled
+  return part
+
+
+def new_parameters(model_cfg, channels: int) -> list[str]:
+  """The '/'-joined parameter paths a method's model has and the dense model lacks, cut at the
+  first missing name: what the method adds (predictors, learners, scores)."""
+  def paths(c):
+    kw = backbone.backbone_kwargs(c)
+    x = jnp.zeros((1, kw['image_size'], kw['image_size'], channels))
+    shapes = jax.eval_shape(methods.build(c).init, jax.random.PRNGKey(0), x)['params']
+    return set(traverse_util.flatten_dict(shapes))
+  dense = paths(dense_model(model_cfg))
+  prefixes = {p[:i] for p in dense for i in range(1, len(p) + 1)}
+  out = set()
+  for path in paths(model_cfg) - dense:
+    i = next(i for i in range(1, len(path) + 1) if path[:i] not in prefixes)
+    out.add('/'.join(path[:i]))
+  return sorted(out)
+
+
+def one_recipe(c, new: list[str]) -> None:
+  """Set the one fine-tuning recipe (RECIPE) on config `c`: new parameters at the full
+  learning rate, the teacher's at RECIPE['teacher_params'] times it."""
+  with c.unlocked():
+    c.optimizer.update(lr=RECIPE['lr'], min_lr=RECIPE['min_lr'],
+                       weight_decay=RECIPE['weight_decay'],
+                       grad_clip_norm=RECIPE['grad_clip_norm'])
+    groups = [('^(' + '|'.join(new) + ')(/|$)', 1.0)] if new else []
+    c.optimizer.lr_groups = groups + [('.*', RECIPE['teacher_params'])]
+    c.warmup_epochs = RECIPE['warmup_epochs']
+    c.warmup_steps = 0
+    c.label_smoothing = RECIPE['label_smoothing']
+
+
 # ----------------------------------------------------------------------------- training rows
 
 def length(c, settings: Settings) -> None:
@@ -200,62 +274,165 @@ def length(c, settings: Settings) -> None:
 
 
 def finished(workdir: str) -> dict | None:
-  """The final evaluation of a finished run ({'accuracy', 'examples'}), or None."""
+  """The record of a finished run (compare.json: accuracy, examples, config, ...), or None."""
   path = os.path.join(workdir, 'compare.json')
   return json.load(open(path)) if os.path.exists(path) else None
 
 
-def train(config, workdir: str, label: str) -> dict:
-  """Train (or resume) and evaluate once; a finished run is read back."""
+def changed(saved: dict, config) -> dict:
+  """The fields that differ between a run's saved request and `config` (HARMLESS ones aside;
+  both as JSON reads them back, so a tuple equals its list)."""
+  return loop.config_changes(json.loads(json.dumps(saved)),
+                             json.loads(json.dumps(config.to_dict())))
+
+
+def trained_with(workdir: str, config) -> dict | None:
+  """How the config a run was trained with differs from `config` (None: nothing trained yet).
+  Read from its newest checkpoint, completed as the trainer completes it, else from the
+  request.json the comparison wrote when it started the run."""
+  try:
+    saved = checkpoint.load_config(workdir)
+  except (FileNotFoundError, OSError, ValueError):
+    saved = None
+  if saved is not None:
+    full = configs.complete(loop.adopt_model_fields(config))
+    return loop.config_changes(saved, loop.config_dict(full))
+  request = os.path.join(workdir, 'request.json')
+  return changed(json.load(open(request)), config) if os.path.exists(request) else None
+
+
+def set_aside(workdir: str, why: str) -> None:
+  """Move a run trained with another config out of the way (kept, never deleted)."""
+  dest = f'{workdir}.replaced-{time.strftime("%Y%m%d-%H%M%S")}'
+  shutil.move(workdir, dest)
+  log(f'{os.path.basename(workdir)}: {why}; moved to {os.path.basename(dest)}, training again')
+
+
+def train(config, workdir: str, label: str, state: 'Journal | None' = None) -> dict:
+  """Train (or resume) and evaluate once; a finished run with the same config is read back, one
+  with another config is set aside and trained again."""
   done = finished(workdir)
+  diff = trained_with(workdir, config) if os.path.isdir(workdir) else None
+  if diff:
+    set_aside(workdir, 'its config changed (' + '; '.join(
+        f'{k}: {a!r} -> {b!r}' for k, (a, b) in sorted(diff.items())[:4]) + ')')
+    done = None
+  elif diff is None and done:  # a result without any config to check it against
+    set_aside(workdir, 'it has no recorded config')
+    done = None
   if done:
     log(f'{label}: done before ({100 * done["accuracy"]:.2f} %), skipped')
     return done
   log(f'{label}: training in {workdir}')
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'request.json'), 'w') as f:
+    json.dump(config.to_dict(), f, indent=1)
+  t0 = time.time()
   result = loop.train_and_evaluate(config, workdir)
   if result.get('preempted'):
     raise SystemExit('preempted: run the same command again to resume')
-  done = {'accuracy': float(result['accuracy']), 'examples': int(result['count'])}
+  done = {'accuracy': float(result['accuracy']), 'examples': int(result['count']),
+          'eval_loss': float(result.get('loss', float('nan'))),
+          'train_seconds': round(time.time() - t0, 1), 'commit': git_revision()}
   with open(os.path.join(workdir, 'compare.json'), 'w') as f:
     json.dump(done, f)
+  if state is not None:
+    state.save()
   return done
 
 
-def teacher(settings: Settings) -> str:
+class Journal:
+  """runs/<root>/run.json: the commit the comparison started at and every session's time, so a
+  report can name both across resumes."""
+
+  def __init__(self, root: str, record: bool = True):
+    self.path, self.record = os.path.join(root, 'run.json'), record
+    self.data = (json.load(open(self.path)) if os.path.exists(self.path) else
+                 {'started_commit': git_revision(), 'started': time.strftime('%Y-%m-%d %H:%M'),
+                  'sessions': []})
+    self.t0 = time.time()
+    if record:  # a --report_only look is not a session of the comparison
+      self.data['sessions'].append({'commit': git_revision(),
+                                    'started': time.strftime('%Y-%m-%d %H:%M'), 'seconds': 0.0})
+    self.save()
+
+  def save(self) -> None:
+    if not self.record:
+      return
+    self.data['sessions'][-1]['seconds'] = round(time.time() - self.t0, 1)
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    with open(self.path, 'w') as f:
+      json.dump(self.data, f, indent=1)
+
+  @property
+  def seconds(self) -> float:
+    return sum(s['seconds'] for s in self.data['sessions'])
+
+
+def teacher(settings: Settings, state: Journal | None = None) -> str:
   for config, workdir in settings.teacher_before:
-    train(config, workdir, f'teacher\'s start ({os.path.basename(workdir)})')
+    train(config, workdir, f'teacher\'s start ({os.path.basename(workdir)})', state)
   workdir = os.path.join(settings.root, 'teacher')
-  train(settings.teacher, workdir, 'teacher')
+  train(settings.teacher, workdir, 'teacher', state)
   return workdir
 
 
-def from_teacher(settings: Settings, init: str, model_fields: tuple = ()):
-  """The teacher's config, started from `init`, trained for a row's length."""
+def teacher_curve(workdir: str, steps_per_epoch: int) -> list[tuple[float, float]]:
+  """(epoch, test accuracy %) of every evaluation in the teacher's metrics.jsonl."""
+  out = []
+  for line in open(os.path.join(workdir, 'metrics.jsonl')):
+    m = json.loads(line)
+    if m.get('split') == 'eval':
+      out.append((m['step'] / steps_per_epoch, 100 * m['accuracy']))
+  return out
+
+
+def portable(path: str) -> str:
+  """A path inside the repository relative to it (configs resolve it from any directory)."""
+  rel = os.path.relpath(path, ROOT)
+  return path if rel.startswith('..') else rel
+
+
+def from_teacher(settings: Settings, init: str, seed: int, model_fields: tuple = ()):
+  """The teacher's config, started from `init`, trained for a row's length with `seed`."""
   c = copy.deepcopy(settings.teacher)
   with c.unlocked():
-    c.init_from = ml_collections.ConfigDict(dict(path=init, skip=(), model_fields=model_fields))
+    c.init_from = ml_collections.ConfigDict(dict(path=portable(init), skip=(),
+                                                 model_fields=model_fields))
+    c.seed = seed
+    c.eval_every_steps = 0
   length(c, settings)
   return c
 
 
-def row_config(settings: Settings, key: str, knob: dict, init: str):
-  c = from_teacher(settings, init)
+def row_config(settings: Settings, key: str, knob: dict | None, init: str, seed: int,
+               paper: bool = False, channels: int = 1):
+  """A row's training config: the one recipe with the method's model and losses, or (`paper`)
+  the variant's own config recipe as it stands. `key` 'dense' is the dense reference."""
+  c = from_teacher(settings, init, seed)
   with c.unlocked():
-    merge(c, recipe(key))
-    c.model = method_model(c.model, key, knob)
+    if key != 'dense':
+      merge(c, recipe(key) if paper else method_part(key))
+      c.model = method_model(c.model, key, knob)
+  if not paper:
+    one_recipe(c, [] if key == 'dense' else new_parameters(c.model, channels))
   return c
 
 
-def run_vtp(settings: Settings, teacher_dir: str, budgets: list[float], channels: int):
+def run_vtp(settings: Settings, teacher_dir: str, budgets: list[float], channels: int,
+            seed: int, fit) -> dict:
   """Sparsity training (half the epochs), then per budget: prune at the rate whose pruned model
-  comes closest to the budget, fine-tune (the other half). -> {budget: (result, rate, frac)}."""
+  comes closest to the budget, fine-tune (the other half). `fit(config, workdir, label)` trains
+  or reads back a run (None: not finished). -> {budget: (result, rate, frac, config)}."""
   half = dataclasses.replace(settings, epochs=settings.epochs / 2,
                              row_steps=settings.row_steps // 2)
-  sparse_dir = os.path.join(settings.root, 'vtp_sparse')
-  c = from_teacher(half, teacher_dir)
+  sparse_dir = os.path.join(settings.root, f'vtp_sparse_s{seed}')
+  c = from_teacher(half, teacher_dir, seed)
   with c.unlocked():
     configs.use_method(c, 'vtp')
-  train(c, sparse_dir, 'VTP sparsity training')
+  one_recipe(c, new_parameters(c.model, channels))
+  if fit(c, sparse_dir, f'VTP sparsity training, seed {seed}') is None:
+    return {}
   config, params, scores = vtp_prune.load_scored(sparse_dir)
   dense_macs = macs(dense_model(config.model), channels)
   fractions = []  # pruned model's MAC fraction per rate, by the learned scores
@@ -266,17 +443,28 @@ def run_vtp(settings: Settings, teacher_dir: str, budgets: list[float], channels
   out = {}
   for budget in budgets:
     rate, frac = closest(fractions, budget)
-    pruned_dir = os.path.join(settings.root, f'vtp_pruned_{budget}')
+    pruned_dir = os.path.join(settings.root, f'vtp_pruned_{budget}_s{seed}')
+    source = {'sparse': finished(sparse_dir), 'rate': round(rate, 4)}
+    stamp = os.path.join(pruned_dir, 'source.json')
+    if os.path.isdir(pruned_dir) and (not os.path.exists(stamp) or
+                                      json.load(open(stamp)) != source):
+      set_aside(pruned_dir, 'it was pruned from another sparsity run or rate')
     if not os.path.isdir(os.path.join(pruned_dir, 'checkpoints')):
       vtp_prune.main(['--workdir', sparse_dir, '--rate', f'{rate:.4f}', '--out', pruned_dir])
-    ft = from_teacher(half, pruned_dir, model_fields=('head_dim', 'mlp_dim', 'attn_scale'))
-    result = train(ft, os.path.join(settings.root, f'vtp_{budget}'), f'VTP at {budget}')
-    out[budget] = (result, rate, frac)
+      with open(stamp, 'w') as f:
+        json.dump(source, f)
+    ft = from_teacher(half, pruned_dir, seed,
+                      model_fields=('head_dim', 'mlp_dim', 'attn_scale'))
+    one_recipe(ft, [])
+    result = fit(ft, os.path.join(settings.root, f'vtp_{budget}_s{seed}'),
+                 f'VTP at {budget}, seed {seed}')
+    if result is not None:
+      out[budget] = (result, rate, frac, ft)
   return out
 
 
 # Lines trained in stages of their own (Variant.recipe None): key -> runner(settings,
-# teacher_dir, budgets, channels) -> {budget: (result, rate, MAC fraction)}.
+# teacher_dir, budgets, channels, seed, fit) -> {budget: (result, rate, frac, config)}.
 STAGED = {'vtp': run_vtp}
 
 
@@ -284,7 +472,8 @@ STAGED = {'vtp': run_vtp}
 
 def eventful_rows(settings: Settings, teacher_dir: str) -> list[dict]:
   """Clip accuracy of the teacher run as an Eventful Transformer at capacities matched to the
-  budgets (MACs per frame after the first), and dense (every token)."""
+  budgets in MACs per frame averaged over the clip (the dense first frame included), and dense
+  (every token)."""
   from tokensparse.data import moving_fashion_mnist  # pylint: disable=g-import-not-at-top
   cache = os.path.join(settings.root, 'eventful.json')
   if os.path.exists(cache):
@@ -298,10 +487,13 @@ def eventful_rows(settings: Settings, teacher_dir: str) -> list[dict]:
   dense_macs = methods.macs(predictor.model, predictor.channels)['total']
   eventful = methods.get('eventful')
 
-  def frame_macs(capacity):  # per frame after the first, by the method's counter
+  frames = clips.shape[1]
+
+  def frame_macs(capacity):  # per frame, the dense first frame included, by the counter
     model_cfg = ml_collections.ConfigDict({**predictor.config.model.to_dict(), 'name': 'eventful',
                                            'eventful': {'capacity': capacity}})
-    return methods.macs(methods.build(model_cfg), predictor.channels)['total']
+    later = methods.macs(methods.build(model_cfg), predictor.channels)['total']
+    return (dense_macs + (frames - 1) * later) / frames
 
   rows = []
   for budget in (1.0,) + tuple(settings.budgets):
@@ -316,7 +508,8 @@ def eventful_rows(settings: Settings, teacher_dir: str) -> list[dict]:
       correct += int((logits.mean(1).argmax(-1) == labels[i:i + 100]).sum())
       frame_correct += int((logits.argmax(-1) == labels[i:i + 100, None]).sum())
     macs = frame_macs(r)
-    rows.append({'budget': budget, 'capacity': r, 'tokens': n, 'mac_fraction': macs / dense_macs,
+    rows.append({'budget': budget, 'capacity': r, 'tokens': n, 'frames': frames,
+                 'mac_fraction': macs / dense_macs,
                  'clip_accuracy': 100 * correct / len(clips),
                  'frame_accuracy': 100 * frame_correct / (len(clips) * clips.shape[1])})
     log(f'Eventful r={r}: clip accuracy {rows[-1]["clip_accuracy"]:.2f} %')
@@ -324,27 +517,38 @@ def eventful_rows(settings: Settings, teacher_dir: str) -> list[dict]:
   return rows
 
 
-def speed(settings: Settings, plan: list[tuple[str, float]]) -> dict:
-  """{(method, budget): (speed-up b32, speed-up b1, MAC fraction)} of each planned model
-  (model config, or VTP's rate) on the speed backbone, timed in rounds against dense."""
+def speed(settings: Settings, plan: list[tuple[str, float]], cached_only: bool = False) -> dict:
+  """{(method, budget): [speed-up b32, speed-up b1, MAC fraction, setting]} of each planned
+  model (knob solved on the speed backbone, or VTP's rate) timed in rounds against dense;
+  ('dense', 1.0) also holds dense's images/s at each batch."""
   cache = os.path.join(settings.root, 'speed.json')
-  if os.path.exists(cache):
-    return {tuple(json.loads(k)): v for k, v in json.load(open(cache)).items()}
+  what = {'plan': [list(p) for p in plan], 'model': settings.speed_model,
+          'batches': list(settings.speed_batches)}
+  saved = json.load(open(cache)) if os.path.exists(cache) else {}
+  if saved.get('what') == what or (cached_only and saved):
+    return {tuple(json.loads(k)): v for k, v in saved['results'].items()}
+  if cached_only:
+    return {}
   base = ml_collections.ConfigDict(dict(name='vit', dtype='float32', **settings.speed_model))
   kw = backbone.backbone_kwargs(base)
   size = kw['image_size']
   models = {('dense', 1.0): methods.build(base)}
+  settings_of = {('dense', 1.0): 'all tokens'}
   dense = macs(base, 3)
   fractions = vtp_fractions(base)
   for key, budget in plan:
     if ROWS[key][1].recipe is None:  # a pruned model: the same rate in every layer
-      c = vtp_model(base, closest(fractions, budget)[0])
+      rate = closest(fractions, budget)[0]
+      c = vtp_model(base, rate)
+      settings_of[(key, budget)] = f'rate {rate:.2f}'
     else:
       knob, _ = solve(base, key, budget, 3)
       c = method_model(base, key, knob)
+      settings_of[(key, budget)] = knob_text(knob)
     models[(key, budget)] = methods.build(c)
   fracs = {k: methods.macs(m, 3)['total'] / dense for k, m in models.items()}
-  results = {k: [None, None, fracs[k]] for k in models}
+  results = {k: [None, None, fracs[k], settings_of[k]] for k in models}
+  dense_rate = []
   n_dev = jax.local_device_count()
   variables = {key: jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))
                for key, model in models.items()}
@@ -366,13 +570,117 @@ def speed(settings: Settings, plan: list[tuple[str, float]]) -> dict:
       log(f'speed, batch {batch}, round {r + 1}/{settings.rounds}: dense '
           f'{batch / times[("dense", 1.0)][-1]:.1f} img/s')
     dense_t = np.array(times[('dense', 1.0)])
+    dense_rate.append(float(np.median(batch / dense_t)))
     for key, t in times.items():
       results[key][bi] = float(np.median(dense_t / np.array(t)))
-  json.dump({json.dumps(list(k)): v for k, v in results.items()}, open(cache, 'w'), indent=1)
+  results[('dense', 1.0)].append(dense_rate)
+  json.dump({'what': what, 'results': {json.dumps(list(k)): v for k, v in results.items()}},
+            open(cache, 'w'), indent=1)
   return results
 
 
-# ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- aggregation
+
+def knob_text(knob: dict) -> str:
+  return ', '.join(f'{k}={v}' for k, v in knob.items() if k != 'prune_layers')
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+  """Mean and sample standard deviation (0 for one value)."""
+  v = np.asarray(values, float)
+  return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
+def exact(line: dict) -> bool:
+  """A line without training noise: an evaluation of the teacher (off the shelf, or itself)."""
+  return line.get('recipe') in ('shelf', 'teacher')
+
+
+def gap(a: dict, b: dict) -> tuple[float, float]:
+  """(mean of a - mean of b, twice the standard error of that difference): a gap is beyond
+  seed noise when its size exceeds the second number; nan while a trained line has fewer than
+  two seeds (its spread is unknown)."""
+  if any(not exact(x) and x['n'] < 2 for x in (a, b)):
+    return a['mean'] - b['mean'], float('nan')
+  se = np.sqrt(a['sd'] ** 2 / a['n'] + b['sd'] ** 2 / b['n'])
+  return a['mean'] - b['mean'], 2 * float(se)
+
+
+def lines_of(records: list[dict]) -> list[dict]:
+  """Seeds of one (method, budget, recipe) pooled into a line: mean, sd and n of accuracy."""
+  groups: dict[tuple, list[dict]] = {}
+  for r in records:
+    groups.setdefault((r['key'], r['budget'], r['recipe']), []).append(r)
+  out = []
+  for (key, budget, rec), rs in groups.items():
+    rs = sorted(rs, key=lambda r: r['seed'])
+    mean, sd = mean_sd([r['accuracy'] for r in rs])
+    out.append({**{k: rs[0][k] for k in ('key', 'budget', 'recipe', 'label', 'setting',
+                                          'mac_fraction', 'mmacs')},
+                'mean': mean, 'sd': sd, 'n': len(rs), 'seeds': [r['seed'] for r in rs],
+                'accuracies': [r['accuracy'] for r in rs]})
+  order = ['dense'] + list(ROWS)
+  out.sort(key=lambda r: (r['key'] != 'dense', r['budget'], order.index(r['key']),
+                          ('shelf', 'one', 'paper').index(r['recipe'])))
+  return out
+
+
+def off_budget(line: dict) -> bool:
+  return line['key'] != 'dense' and abs(line['mac_fraction'] / line['budget'] - 1) > TOLERANCE
+
+
+def convergence(curve: list[tuple[float, float]], sd: float | None) -> tuple[list[float], str]:
+  """The changes of the teacher's last two epochs and the verdict against the seed spread."""
+  if len(curve) < 3:
+    return [], 'not judged: fewer than three evaluations of the teacher'
+  changes = [curve[-1][1] - curve[-2][1], curve[-2][1] - curve[-3][1]]
+  if not sd:
+    return changes, 'not judged yet: the dense reference needs two seeds for a spread'
+  ok = all(abs(c) < sd for c in changes)
+  return changes, ('converged' if ok else
+                   'NOT converged by this test: train the teacher longer (--teacher_epochs)')
+
+
+def at_speed(line_pts: list[tuple[float, float]], target: float) -> float | None:
+  """Accuracy at `target` speed-up by linear interpolation between a method's measured points
+  (None outside their range)."""
+  pts = sorted(line_pts)
+  for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+    if x0 <= target <= x1 and x1 > x0:
+      return y0 + (y1 - y0) * (target - x0) / (x1 - x0)
+  return next((y for x, y in pts if abs(x - target) < 1e-9), None)
+
+
+def which_when(lines: list[dict], budgets) -> list[str]:
+  """Per budget: the best line by mean accuracy (one recipe), the lines within seed noise of
+  it, and the rest (lower beyond noise)."""
+  out = []
+  for budget in budgets:
+    pool = [ln for ln in lines if ln['budget'] == budget and ln['recipe'] == 'one']
+    waiting = [ln['label'] for ln in pool if ln['n'] < 2]
+    pool = [ln for ln in pool if ln['n'] >= 2]
+    if not pool:
+      if waiting:
+        out.append(f'- **{budget:g} of dense MACs**: not ranked yet; every line has fewer than '
+                   'two seeds.')
+      continue
+    best = max(pool, key=lambda ln: ln['mean'])
+    tied = [ln for ln in pool if ln is not best and abs(gap(best, ln)[0]) <= gap(best, ln)[1]]
+    lower = [ln for ln in pool if ln is not best and ln not in tied]
+    text = (f'- **{budget:g} of dense MACs**: {best["label"]} is highest '
+            f'({best["mean"]:.2f} ± {best["sd"]:.2f} %, {best["n"]} seed(s))')
+    text += ('; within seed noise of it: ' + ', '.join(
+        f'{ln["label"]} ({ln["mean"] - best["mean"]:+.2f})' for ln in tied) if tied else
+             '; every other line is lower beyond seed noise')
+    if tied and lower:
+      text += '; lower beyond noise: ' + ', '.join(ln['label'] for ln in lower)
+    if waiting:
+      text += '; not ranked yet (one seed so far): ' + ', '.join(waiting)
+    out.append(text + '.')
+  return out
+
+
+# ----------------------------------------------------------------------------- pictures
 
 PALETTE = ((31, 119, 180), (148, 103, 189), (140, 86, 75), (44, 160, 44), (214, 39, 40),
            (255, 127, 14), (23, 190, 207), (227, 119, 194), (188, 189, 34), (127, 127, 127))
@@ -380,99 +688,85 @@ PALETTE = ((31, 119, 180), (148, 103, 189), (140, 86, 75), (44, 160, 44), (214, 
 COLOURS = {'dense': (0, 0, 0), **{k: PALETTE[i % len(PALETTE)] for i, k in enumerate(ROWS)}}
 
 
-def pareto_plot(rows: list[dict], path: str) -> None:
-  """Two panels: test accuracy vs MAC fraction (one line per method; dashed: off the shelf),
-  and measured speed-up (batch 32) vs MAC reduction (dense / method MACs), with y = x."""
-  w, h, pad = 560, 420, 60
-  img = Image.new('RGB', (2 * w, h + 70), 'white')
-  d = ImageDraw.Draw(img)
+def plots(settings: Settings, lines: list[dict], curve, speed_of: dict) -> dict:
+  """pareto.png (accuracy vs MACs; speed-up vs MAC reduction), speed.png (accuracy vs measured
+  images/s at batch 32 and 1) and teacher.png (the teacher's test accuracy after each epoch);
+  error bars: the seeds' standard deviation."""
+  present = [k for k in ['dense'] + list(ROWS) if any(ln['key'] == k for ln in lines)]
+  label = {k: 'dense (one recipe)' if k == 'dense' else ROWS[k][1].label for k in present}
+  tail = {'one': '', 'shelf': ', off the shelf', 'paper': ', paper recipe'}
 
-  def panel(x0, title, xs, ys, lines, xlabel, ylabel, diagonal=False):
-    xlo, xhi = min(xs), max(xs)
-    ylo, yhi = min(ys), max(ys)
-    if diagonal:
-      xlo = ylo = min(xlo, ylo, 1.0)
-      xhi = yhi = max(xhi, yhi)
-    xspan, yspan = (xhi - xlo) or 1, (yhi - ylo) or 1
-    xlo, xhi, ylo, yhi = xlo - 0.05 * xspan, xhi + 0.05 * xspan, ylo - 0.08 * yspan, yhi + 0.08 * yspan
+  def series(key, rec, xy):
+    pts = sorted((xy(ln), ln['mean'], ln['sd']) for ln in lines
+                 if ln['key'] == key and ln['recipe'] == rec and xy(ln) is not None)
+    return [{'label': label[key] + tail[rec], 'colour': COLOURS[key], 'dashed': rec != 'one',
+             'x': [p[0] for p in pts], 'y': [p[1] for p in pts],
+             'err': [p[2] for p in pts]}] if pts else []
 
-    def at(x, y):
-      return (x0 + pad + (x - xlo) / (xhi - xlo) * (w - 1.5 * pad),
-              h - pad - (y - ylo) / (yhi - ylo) * (h - 1.7 * pad))
-    d.rectangle([at(xlo, yhi), at(xhi, ylo)], outline=(0, 0, 0))
-    for i in range(5):
-      xv, yv = xlo + (xhi - xlo) * (i + 0.5) / 5, ylo + (yhi - ylo) * (i + 0.5) / 5
-      px, _ = at(xv, ylo)
-      _, py = at(xlo, yv)
-      d.text((px - 12, h - pad + 4), f'{xv:.2f}', fill=(0, 0, 0))
-      d.text((x0 + 8, py - 5), f'{yv:.2f}' if yhi < 10 else f'{yv:.1f}', fill=(0, 0, 0))
-    if diagonal:
-      d.line([at(max(xlo, ylo), max(xlo, ylo)), at(min(xhi, yhi), min(xhi, yhi))],
-             fill=(170, 170, 170), width=1)
-    for colour, pts, dashed in lines:
-      pts = sorted(pts)
-      for a, b in zip(pts, pts[1:]):
-        if dashed:
-          for t in np.linspace(0, 1, 12)[::2]:
-            pa = np.array(at(*a)) + t * (np.array(at(*b)) - np.array(at(*a)))
-            pb = np.array(at(*a)) + min(t + 1 / 11, 1) * (np.array(at(*b)) - np.array(at(*a)))
-            d.line([tuple(pa), tuple(pb)], fill=colour, width=2)
-        else:
-          d.line([at(*a), at(*b)], fill=colour, width=2)
-      for p in pts:
-        cx, cy = at(*p)
-        d.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=colour)
-    d.text((x0 + pad, 12), title, fill=(0, 0, 0))
-    d.text((x0 + w // 2 - 60, h - pad + 22), xlabel, fill=(0, 0, 0))
-    d.text((x0 + 8, 30), ylabel, fill=(0, 0, 0))
-
-  acc_lines, speed_lines, xs, ys, sx, sy = [], [], [], [], [], []
-  present = ['dense'] + [k for k in ROWS if any(r['method'] == k for r in rows)]
-  for method in present:
-    for shelf in (False, True):
-      pts = [(r['mac_fraction'], r['accuracy']) for r in rows
-             if r['method'] == method and r['off_the_shelf'] == shelf]
-      if pts:
-        acc_lines.append((COLOURS[method], pts, shelf))
-        xs += [p[0] for p in pts]
-        ys += [p[1] for p in pts]
-    spts = [(1 / r['speed_mac_fraction'], r['speedup_b32']) for r in rows
-            if r['method'] == method and not r['off_the_shelf'] and r.get('speedup_b32')]
-    if spts:
-      speed_lines.append((COLOURS[method], spts, False))
-      sx += [p[0] for p in spts]
-      sy += [p[1] for p in spts]
-  panel(0, 'test accuracy (%) vs MACs / dense MACs (dashed: off the shelf)', xs, ys, acc_lines,
-        'MACs / dense MACs', 'accuracy %')
-  if sx:
-    panel(w, 'measured speed-up, batch 32, vs MAC reduction (grey: y = x)', sx, sy, speed_lines,
-          'dense MACs / method MACs', 'speed-up', diagonal=True)
-  y = h + 20
-  for i, method in enumerate(present):
-    label = 'dense (+ same epochs)' if method == 'dense' else ROWS[method][1].label
-    x = 20 + (i % 4) * 270
-    yy = y + (i // 4) * 22
-    d.rectangle([x, yy + 3, x + 18, yy + 9], fill=COLOURS[method])
-    d.text((x + 24, yy), label, fill=(0, 0, 0))
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  img.save(path)
+  def timed(bi):
+    return lambda ln: (speed_of[ln['key'], ln['budget']][bi] * speed_of[('dense', 1.0)][4][bi]
+                       if (ln['key'], ln['budget']) in speed_of else None)
+  acc = [s for k in present for rec in ('one', 'shelf', 'paper')
+         for s in series(k, rec, lambda ln: ln['mac_fraction'])]
+  panels = [{'title': 'test accuracy (%; bars: sd of seeds) vs MACs', 'xlabel': 'MACs / dense',
+             'ylabel': 'accuracy %', 'series': acc}]
+  spd = []
+  for key in present:
+    pts = sorted((1 / speed_of[ln['key'], ln['budget']][2], speed_of[ln['key'], ln['budget']][0])
+                 for ln in lines if ln['key'] == key and ln['recipe'] == 'one'
+                 and (ln['key'], ln['budget']) in speed_of)
+    if pts:
+      spd.append({'label': label[key], 'colour': COLOURS[key], 'x': [p[0] for p in pts],
+                  'y': [p[1] for p in pts]})
+  if spd:
+    top = max(max(s['x'] + s['y']) for s in spd)
+    spd.append({'label': 'y = x', 'colour': (170, 170, 170), 'x': [1.0, top], 'y': [1.0, top]})
+    panels.append({'title': 'measured speed-up, batch 32, vs MAC reduction',
+                   'xlabel': 'dense MACs / method MACs', 'ylabel': 'speed-up', 'series': spd})
+  line_plot(settings.plot, panels)
+  paths = {'pareto': settings.plot}
+  if ('dense', 1.0) in speed_of:
+    paths['speed'] = os.path.join(settings.out, 'speed.png')
+    line_plot(paths['speed'], [
+        {'title': f'test accuracy vs images/s, batch {batch} '
+                  f'({settings.speed_model.get("variant", "custom")} shapes)',
+         'xlabel': 'measured images/s', 'ylabel': 'accuracy %',
+         'series': [s for k in present for s in series(k, 'one', timed(bi))]}
+        for bi, batch in enumerate(settings.speed_batches[:2])])
+  if curve:
+    paths['teacher'] = os.path.join(settings.out, 'teacher.png')
+    line_plot(paths['teacher'], [{'title': 'teacher: test accuracy after each epoch',
+                                  'xlabel': 'epoch', 'ylabel': 'accuracy %', 'series': [
+                                      {'label': 'dense teacher', 'colour': (0, 0, 0),
+                                       'x': [e for e, _ in curve], 'y': [a for _, a in curve]}]}])
+  return paths
 
 
-def report(settings: Settings, rows, eventful, teacher_result, dense_ref, elapsed) -> str:
-  gain = 100 * (dense_ref['accuracy'] - teacher_result['accuracy'])
-  converged = gain < 0.2
-  t = []
-  for r in rows:
-    t.append([r['label'], r['setting'], f'{r["accuracy"]:.2f} %', f'{r["vs_dense"]:+.2f}',
-              f'{r["mmacs"]:.2f}', f'{r["mac_fraction"]:.2f}',
-              f'{r["speed_mac_fraction"]:.2f}' if r.get('speed_mac_fraction') else '—',
-              f'{r["speedup_b32"]:.2f}x' if r.get('speedup_b32') else '—',
-              f'{r["speedup_b1"]:.2f}x' if r.get('speedup_b1') else '—'])
-  ev = [[f'{e["capacity"]} of {e["tokens"]}' + (' (dense)' if e['budget'] == 1.0 else ''),
-         f'{e["budget"]:.2f}', f'{e["mac_fraction"]:.2f}', f'{e["clip_accuracy"]:.2f} %',
-         f'{e["clip_accuracy"] - eventful[0]["clip_accuracy"]:+.2f}',
-         f'{e["frame_accuracy"]:.2f} %'] for e in eventful]
+# ----------------------------------------------------------------------------- report
+
+def report(settings: Settings, lines, eventful, teacher_result, curve, speed_of, journal,
+           paths, progress=(0, 0)) -> str:
+  dense = next((ln for ln in lines if ln['key'] == 'dense'), None)
+  changes, verdict = convergence(curve, dense['sd'] if dense and dense['n'] > 1 else None)
+  teacher_line = {'mean': 100 * teacher_result['accuracy'], 'sd': 0.0, 'n': 1,
+                  'recipe': 'teacher'}
   speed_name = settings.speed_model.get('variant', 'custom')
+  t = []
+  for ln in lines:
+    ref = teacher_line if ln['recipe'] == 'shelf' else dense
+    diff, noise = gap(ln, ref) if ref else (0.0, 0.0)
+    sp = speed_of.get((ln['key'], ln['budget']))
+    label = ln['label'] + {'one': '', 'shelf': ', off the shelf',
+                           'paper': ', paper recipe'}[ln['recipe']]
+    t.append([label, ln['setting'], '—' if exact(ln) else str(ln['n']),
+              f'{ln["mean"]:.2f} ± {ln["sd"]:.2f} %' if ln['n'] > 1 else f'{ln["mean"]:.2f} %',
+              '—' if ln['key'] == 'dense' and ln['recipe'] == 'one' else
+              f'{diff:+.2f} ± ?' if np.isnan(noise) else f'{diff:+.2f}' if not noise else
+              f'{diff:+.2f} ± {noise:.2f}' + (' *' if abs(diff) > noise else ''),
+              f'{ln["mac_fraction"]:.3f}' + (' †' if off_budget(ln) else ''),
+              f'{sp[3]} ({sp[2]:.2f})' if sp else '—',
+              f'{sp[0]:.2f}x' if sp and sp[0] else '—',
+              f'{sp[1]:.2f}x' if sp and sp[1] else '—'])
   length_text = (f'{settings.epochs:g} epoch(s)' if not settings.row_steps else
                  f'{settings.row_steps} steps')
   subset = (' --quick' if settings.quick else '') + (
@@ -480,102 +774,220 @@ def report(settings: Settings, rows, eventful, teacher_result, dense_ref, elapse
   heading = ('## Which method at which budget' if not settings.rows else
              f'### {", ".join(ROWS[k][1].label for k in settings.rows)} in the comparison')
   if settings.quick:
-    heading += (' (a --quick smoke run: a 60-step teacher, 8-step rows, 500 test images; it '
-                'checks the machinery, its numbers are not results)')
-  # The plot's link, relative to where the report is read.
-  plot = os.path.relpath(settings.plot, os.path.dirname(settings.report) if settings.report
-                         else ROOT)
+    heading += (' (a --quick smoke run: a 60-step teacher, 8-step rows, one seed, 500 test '
+                'images; it checks the machinery, its numbers are not results)')
+  where = os.path.dirname(settings.report) if settings.report else ROOT
+
+  def link(path):  # relative to where the report is read
+    return os.path.relpath(path, where)
+  sessions = journal.data['sessions']
+  commits = sorted({s['commit'] for s in sessions} - {journal.data['started_commit']})
+  seeds_done = sorted({s for ln in lines for s in ln['seeds']})
+  recipe_text = (
+      f'AdamW from the teacher for {length_text}: the parameters the method adds at lr '
+      f'{RECIPE["lr"]:g}, the teacher\'s own at {RECIPE["teacher_params"]:g}x that '
+      f'({RECIPE["lr"] * RECIPE["teacher_params"]:g}; the teacher ended at its min_lr '
+      f'{settings.teacher.optimizer.min_lr:g}), warm-up {RECIPE["warmup_epochs"]:g} epoch, '
+      f'cosine to {RECIPE["min_lr"]:g}, weight decay {RECIPE["weight_decay"]:g}, gradient '
+      f'clipping {RECIPE["grad_clip_norm"]:g}, label smoothing {RECIPE["label_smoothing"]:g}, '
+      'no distillation; each method\'s own losses on top (DynamicViT\'s keep-ratio loss)')
   body = (
       f'{heading}\n\n'
-      f'`python benchmarks/compare.py{subset}` at {git_revision()} on {device_description()}, '
-      f'{elapsed / 60:.0f} min. Every row starts from the same dense teacher '
-      f'(`{os.path.relpath(os.path.join(settings.root, "teacher"), ROOT)}`: '
-      f'{100 * teacher_result["accuracy"]:.2f} % on {teacher_result["examples"]} test images) and '
-      f'trains {length_text} with the canvas recipe plus the method\'s own losses '
-      '(configs/<method>/); VTP spends half on sparsity training and half on fine-tuning the '
-      'pruned model. "vs dense" compares with the dense model trained the same way: the '
-      'teacher itself for the off-the-shelf rows. MACs by each method\'s counter in inference '
-      f'mode; speed-up measured on {speed_name} at the MAC fraction in its column (knob '
-      'solved on that model), against dense timed in the same rounds.\n\n'
-      f'Teacher converged: one more {length_text} of dense training changed test accuracy by '
-      f'{gain:+.2f} points ({"< 0.2: converged" if converged else ">= 0.2: NOT converged; train the teacher longer"}).\n\n'
-      + table(['method', 'setting', 'test accuracy', 'vs dense', 'MMACs', 'MACs / dense',
-               f'{speed_name} MACs / dense', 'speed-up b32', 'speed-up b1'], t)
-      + f'\n\n![accuracy vs MACs; speed-up vs MAC reduction]({plot})\n')
-  if ev:
+      f'`python benchmarks/compare.py{subset}`, started at {journal.data["started_commit"]} '
+      f'({journal.data["started"]})'
+      + (f', resumed at {", ".join(commits)}' if commits else '') +
+      f'; {len(sessions)} session(s), {journal.seconds / 60:.0f} min in all, on '
+      f'{device_description()}. Seeds {", ".join(map(str, seeds_done))}.\n\n'
+      + (f'**Partial: {progress[0]} of the {progress[1]} trained runs have finished**; the '
+         '"seeds" column says how many each line has. Rerun the command to continue.\n\n'
+         if progress[0] < progress[1] else '') +
+      f'**One recipe for every trained row**, the dense reference included: {recipe_text}. '
+      'VTP spends half the length on sparsity training and half on fine-tuning the pruned '
+      'model. DynamicViT\'s paper recipe (distillation, backbone at 0.01x, frozen warm-up) is '
+      'an extra row, labelled. Every row\'s config and result: '
+      f'`{link(os.path.join(settings.out, "rows"))}/`; train one again with `python train.py '
+      '--config configs/saved.py:<that file> --workdir <dir>`.\n\n'
+      f'**Teacher**: `{portable(os.path.join(settings.root, "teacher"))}`, '
+      f'{100 * teacher_result["accuracy"]:.2f} % on {teacher_result["examples"]} test images')
+  if not curve:
+    body += '; no evaluation curve was recorded.\n\n'
+  else:
+    body += (
+        f' after {curve[-1][0]:g} epochs; its last two epochs changed test accuracy by '
+        + ' and '.join(f'{c:+.2f}' for c in changes[::-1]) + ' points'
+        + (f' against a seed-to-seed standard deviation of {dense["sd"]:.2f} for the dense '
+           'reference' if dense and dense['n'] > 1 else '')
+        + f': **{verdict}** (two-sided). ![teacher curve]({link(paths["teacher"])})\n\n')
+    if dense and dense['n'] > 1:
+      diff, noise = gap(dense, teacher_line)
+      body += (f'The dense reference after the recipe: {diff:+.2f} ± {noise:.2f} points against '
+               'the teacher (' + ('it loses accuracy beyond noise: the recipe is too strong'
+                                  if diff < -noise else 'no loss beyond noise') + ').\n\n')
+  body += (
+      '"vs dense": mean difference to the dense reference (off the shelf: to the teacher) ± '
+      'twice its standard error; * marks a gap beyond that noise; ± ? while a line has one '
+      'seed. Off-the-shelf lines evaluate the one teacher and have no seeds. MACs by each '
+      'method\'s '
+      f'counter, inference mode; † marks a row more than {100 * TOLERANCE:g} % from its '
+      'budget (the knob allows no closer setting). Speed on '
+      f'{speed_name} at {settings.speed_model["image_size"]} px with the knob solved for the '
+      'same MAC fraction on that model '
+      '(setting and its fraction named), timed interleaved with dense in the same rounds '
+      '(median of same-round ratios).\n\n'
+      + table(['method', 'setting', 'seeds', 'test accuracy', 'vs dense', 'MACs / dense',
+               f'{speed_name} setting', 'speed-up b32', 'speed-up b1'], t)
+      + f'\n\n![accuracy vs MACs; speed-up vs MAC reduction]({link(paths["pareto"])})\n')
+  if 'speed' in paths:
+    targets = (1.25, 1.5, 1.75)
+    rows_eq = []
+    for key in list(ROWS):
+      pts = [[(speed_of[ln['key'], ln['budget']][bi], ln['mean']) for ln in lines
+              if ln['key'] == key and ln['recipe'] == 'one'
+              and (ln['key'], ln['budget']) in speed_of] for bi in range(2)]
+      if not pts[0]:
+        continue
+      cells = [at_speed(pts[bi], s) for bi in range(2) for s in targets]
+      rows_eq.append([ROWS[key][1].label] + [f'{c:.2f} %' if c is not None else '—'
+                                             for c in cells])
+    rates = speed_of[('dense', 1.0)][4]
+    body += (
+        '\n### Accuracy at equal measured speed\n\n'
+        f'Mean test accuracy at a given measured speed-up over dense {speed_name} '
+        f'({rates[0]:.1f} images/s at batch {settings.speed_batches[0]}, {rates[-1]:.1f} at batch '
+        f'{settings.speed_batches[-1]} in this run), interpolated linearly between each '
+        'method\'s three budgets (— outside the range it covers). Dense reference: '
+        f'{dense["mean"]:.2f} % at 1x.\n\n'
+        + table(['method'] + [f'{s:g}x b{b}' for b in settings.speed_batches[:2]
+                              for s in targets], rows_eq)
+        + f'\n\n![accuracy vs measured images/s]({link(paths["speed"])})\n')
+  ww = which_when(lines, settings.budgets)
+  if ww:
+    body += ('\n### Which method when (ranked only beyond seed noise)\n\n' + '\n'.join(ww) + '\n')
+  if eventful:
+    ev = [[f'{e["capacity"]} of {e["tokens"]}' + (' (dense)' if e['budget'] == 1.0 else ''),
+           f'{e["budget"]:.2f}', f'{e["mac_fraction"]:.2f}', f'{e["clip_accuracy"]:.2f} %',
+           f'{e["clip_accuracy"] - eventful[0]["clip_accuracy"]:+.2f}',
+           f'{e["frame_accuracy"]:.2f} %'] for e in eventful]
     body += ('\n### Eventful Transformer on clips, off the shelf\n\n'
              'The teacher run as an Eventful Transformer on Moving Fashion-MNIST test clips '
-             f'({settings.clips} clips; frame 0 dense, then r tokens recomputed per '
-             'gate and frame, the largest r within the budget of MACs per frame):\n\n'
+             f'({settings.clips} clips of {eventful[0].get("frames", "?")} frames; frame 0 '
+             'dense, then r tokens recomputed per gate and frame, the largest r whose MACs per '
+             'frame, averaged over the clip with the dense first frame, fit the budget):\n\n'
              + table(['r (tokens recomputed)', 'budget', 'MACs per frame / dense',
                       'clip accuracy', 'vs dense', 'per-frame accuracy'], ev) + '\n')
   return body
 
 
-def run(settings: Settings) -> str:
-  start = time.time()
+# ----------------------------------------------------------------------------- the run
+
+def row_name(key: str, budget: float, seed: int, rec: str) -> str:
+  return f'{key}{"_paper" if rec == "paper" else ""}_{budget}_s{seed}'
+
+
+def run(settings: Settings, report_only: bool = False) -> str:
   os.makedirs(settings.root, exist_ok=True)
-  teacher_dir = teacher(settings)
-  teacher_result = finished(teacher_dir)
+  journal = Journal(settings.root, record=not report_only)
   channels = 1
   model_cfg = settings.teacher.model
-  rows = []
-  dense_ref = train(from_teacher(settings, teacher_dir), os.path.join(settings.root, 'dense'),
-                    'dense + same epochs')
+  teacher_dir = (os.path.join(settings.root, 'teacher') if report_only else
+                 teacher(settings, journal))
+  teacher_result = finished(teacher_dir)
+  if teacher_result is None:
+    raise SystemExit(f'{teacher_dir}: the teacher has not finished; run without --report_only')
   dense_macs = methods.macs(methods.build(model_cfg), channels)['total']
-  rows.append(dict(method='dense', label='dense + same training', setting='all tokens',
-                   off_the_shelf=False, budget=1.0, accuracy=100 * dense_ref['accuracy'],
-                   vs_dense=0.0, mmacs=dense_macs / 1e6, mac_fraction=1.0))
   keys = settings.rows or tuple(ROWS)
   plan = [(key, budget) for key in keys for budget in settings.budgets]
-  staged = {key: STAGED[key](settings, teacher_dir, list(settings.budgets), channels)
-            for key in keys if ROWS[key][1].recipe is None}
-  for key, budget in plan:
+  records = []
+
+  def record(key, budget, seed, rec, label, setting, frac, config, result):
+    r = dict(row=row_name(key, budget, seed, rec), key=key, budget=budget, seed=seed,
+             recipe=rec, label=label, setting=setting, mac_fraction=frac,
+             mmacs=frac * dense_macs / 1e6, accuracy=100 * result['accuracy'],
+             **{k: result[k] for k in ('examples', 'eval_loss', 'train_seconds', 'commit')
+                if k in result},
+             config=config.to_dict() if config is not None else None)
+    records.append(r)
+
+  def fit(config, workdir, label):
+    if report_only:
+      done = finished(workdir)
+      return done if done and trained_with(workdir, config) == {} else None
+    return train(config, workdir, label, journal)
+
+  for seed in settings.seeds:  # the dense reference's seeds first: the spread of the recipe
+    c = row_config(settings, 'dense', None, teacher_dir, seed)
+    res = fit(c, os.path.join(settings.root, f'dense_s{seed}'), f'dense reference, seed {seed}')
+    if res:
+      record('dense', 1.0, seed, 'one', 'dense', 'all tokens', 1.0, c, res)
+  for seed in settings.seeds:  # then seed by seed: every line gets its first seed first
+    for key in keys:
+      if key in STAGED:
+        for budget, (res, rate, frac, c) in STAGED[key](
+            settings, teacher_dir, list(settings.budgets), channels, seed, fit).items():
+          record(key, budget, seed, 'one', ROWS[key][1].label, f'rate {rate:.2f}', frac, c, res)
+        continue
+      for budget in settings.budgets:
+        knob, frac = solve(model_cfg, key, budget, channels)
+        label = ROWS[key][1].label
+        for rec in ('one', 'paper') if key in settings.paper_recipes else ('one',):
+          c = row_config(settings, key, knob, teacher_dir, seed, paper=rec == 'paper',
+                         channels=channels)
+          name = row_name(key, budget, seed, rec)
+          res = fit(c, os.path.join(settings.root, name), f'{label} at {budget}, {name}')
+          if res:
+            record(key, budget, seed, rec, label, knob_text(knob), frac, c, res)
+  for key in keys:  # training-free methods, off the shelf: the teacher as it is
     method, variant = ROWS[key]
-    label = variant.label
-    if key in staged:
-      result, rate, frac = staged[key][budget]
-      setting = f'rate {rate:.2f}'
-    else:
+    if not method.training_free:
+      continue
+    for budget in settings.budgets:
       knob, frac = solve(model_cfg, key, budget, channels)
-      setting = ', '.join(f'{k}={v}' for k, v in knob.items() if k != 'prune_layers')
-      result = train(row_config(settings, key, knob, teacher_dir),
-                     os.path.join(settings.root, f'{key}_{budget}'), f'{label} at {budget}')
-      if method.training_free:
-        spec = f'{method.name}:' + ','.join(f'{k}={v}' for k, v in knob.items())
-        shelf_file = os.path.join(settings.root, f'{key}_{budget}_off_the_shelf.json')
-        if not os.path.exists(shelf_file):
-          log(f'{label} at {budget}, off the shelf: evaluating the teacher with --method {spec}')
-          shelf = evaluate.evaluate(teacher_dir, timing_iters=1, method=spec)
-          json.dump({'accuracy': shelf['accuracy'], 'examples': shelf['examples']},
-                    open(shelf_file, 'w'))
-        shelf = json.load(open(shelf_file))
-        rows.append(dict(method=key, label=f'{label}, off the shelf', setting=setting,
-                         off_the_shelf=True, budget=budget, accuracy=100 * shelf['accuracy'],
-                         vs_dense=100 * (shelf['accuracy'] - teacher_result['accuracy']),
-                         mmacs=frac * dense_macs / 1e6, mac_fraction=frac))
-    rows.append(dict(method=key, label=label, setting=setting, off_the_shelf=False,
-                     budget=budget, accuracy=100 * result['accuracy'],
-                     vs_dense=100 * (result['accuracy'] - dense_ref['accuracy']),
-                     mmacs=frac * dense_macs / 1e6, mac_fraction=frac))
-  eventful = eventful_rows(settings, teacher_dir) if settings.clips and not settings.rows else []
-  timing = speed(settings, plan)
-  for r in rows:
-    key = ('dense', 1.0) if r['method'] == 'dense' else (r['method'], r['budget'])
-    if key in timing:
-      r['speedup_b32'], r['speedup_b1'], r['speed_mac_fraction'] = timing[key]
-  rows.sort(key=lambda r: (r['method'] != 'dense', r['budget'], list(ROWS).index(r['method'])
-                           if r['method'] in ROWS else -1, not r['off_the_shelf']))
-  json.dump(rows, open(os.path.join(settings.root, 'results.json'), 'w'), indent=1)
-  pareto_plot(rows, settings.plot)
-  body = report(settings, rows, eventful, teacher_result, dense_ref, time.time() - start)
+      spec = f'{method.name}:' + ','.join(f'{k}={v}' for k, v in knob.items())
+      shelf_file = os.path.join(settings.root, f'{key}_{budget}_off_the_shelf.json')
+      shelf = json.load(open(shelf_file)) if os.path.exists(shelf_file) else None
+      if shelf is None or shelf.get('spec') != spec:
+        if report_only:
+          continue
+        log(f'{variant.label} at {budget}, off the shelf: evaluating the teacher with '
+            f'--method {spec}')
+        ev = evaluate.evaluate(teacher_dir, timing_iters=1, method=spec)
+        shelf = {'accuracy': ev['accuracy'], 'examples': ev['examples'], 'spec': spec}
+        json.dump(shelf, open(shelf_file, 'w'))
+      record(key, budget, 0, 'shelf', variant.label, knob_text(knob), frac, None, shelf)
+  eventful = (eventful_rows(settings, teacher_dir) if settings.clips and not settings.rows
+              and not report_only else [])
+  if report_only and os.path.exists(os.path.join(settings.root, 'eventful.json')):
+    eventful = json.load(open(os.path.join(settings.root, 'eventful.json')))
+  speed_of = speed(settings, plan, cached_only=report_only)
+  lines = lines_of(records)
+  curve = teacher_curve(teacher_dir, settings.epoch_steps)
+  paths = plots(settings, lines, curve, speed_of)
+  journal.save()
+  planned = len(settings.seeds) * (1 + sum(
+      len(settings.budgets) * (2 if key in settings.paper_recipes else 1) for key in keys))
+  progress = (sum(r['recipe'] != 'shelf' for r in records), planned)
+  body = report(settings, lines, eventful, teacher_result, curve, speed_of, journal, paths,
+                progress)
+  rows_dir = os.path.join(settings.out, 'rows')
+  os.makedirs(rows_dir, exist_ok=True)
+  for r in records:
+    if r['config'] is not None:
+      with open(os.path.join(rows_dir, r['row'] + '.json'), 'w') as f:
+        json.dump(r, f, indent=1)
+  with open(os.path.join(settings.out, 'results.json' if not settings.rows else
+                         'results' + ''.join(f'_{k}' for k in settings.rows) + '.json'),
+            'w') as f:
+    json.dump({'run': journal.data, 'recipe': RECIPE, 'teacher': {
+        'accuracy': 100 * teacher_result['accuracy'], 'curve': curve},
+        'lines': lines, 'eventful': eventful,
+        'speed': {json.dumps(list(k)): v for k, v in speed_of.items()}}, f, indent=1)
   if settings.report:
     with open(settings.report, 'w') as f:
       f.write(body)
   else:
     write_section('compare' + ''.join(f'_{k}' for k in settings.rows), body)
-  log(f'done in {(time.time() - start) / 60:.1f} min: {settings.report or "BENCHMARKS.md"}, '
-      f'{settings.plot}')
+  log(f'done: {settings.report or "BENCHMARKS.md"}, {", ".join(paths.values())}; '
+      f'{journal.seconds / 60:.1f} min over {len(journal.data["sessions"])} session(s)')
   return body
 
 
@@ -583,16 +995,20 @@ def full_settings(args) -> Settings:
   default = configs.from_file('vit/fashion_mnist.py')
   teacher_cfg = configs.from_file('vit/fashion_mnist_canvas.py')
   start = os.path.normpath(os.path.join(ROOT, 'runs', 'vit_fashion_mnist'))
+  epoch_steps = 60000 // teacher_cfg.batch_size
   with teacher_cfg.unlocked():
     teacher_cfg.num_epochs = args.teacher_epochs
     teacher_cfg.init_from.path = start
-  return Settings(root=os.path.normpath(os.path.join(ROOT, 'runs', 'compare')), teacher=teacher_cfg,
-                  teacher_before=((default, start),), epochs=args.epochs)
+    teacher_cfg.eval_every_steps = epoch_steps  # the curve: test accuracy after every epoch
+  return Settings(root=os.path.normpath(os.path.join(ROOT, 'runs', 'compare')),
+                  teacher=teacher_cfg, teacher_before=((default, start),), epochs=args.epochs,
+                  seeds=tuple(args.seeds), epoch_steps=epoch_steps)
 
 
 def quick_settings() -> Settings:
-  """Every stage, tiny: a canvas teacher trained 60 steps from scratch, one budget (0.65),
-  8-step rows, 500 test images, 40 clips, ViT-Ti/16 at 64 px for speed."""
+  """Every stage, tiny: a canvas teacher trained 60 steps from scratch (evaluated every 20),
+  one budget (0.65), 8-step rows with one seed, 500 test images, 40 clips, ViT-Ti/16 at
+  64 px for speed."""
   root = os.path.normpath(os.path.join(ROOT, 'runs', 'compare-quick'))
   teacher_cfg = configs.from_file('vit/fashion_mnist_canvas.py')
   with teacher_cfg.unlocked():
@@ -600,8 +1016,9 @@ def quick_settings() -> Settings:
     teacher_cfg.init_from.path = ''
     teacher_cfg.data.eval_split = 'test[:500]'
     teacher_cfg.log_every_steps = 20
+    teacher_cfg.eval_every_steps = 20
   return Settings(root=root, teacher=teacher_cfg, row_steps=8, budgets=(0.65,), clips=40,
-                  quick=True,
+                  quick=True, seeds=(0,), epoch_steps=20,
                   speed_model=dict(variant='Ti/16', image_size=64, num_classes=10), rounds=1,
                   iters=1, report=os.path.join(root, 'COMPARE.md'),
                   plot=os.path.join(root, 'pareto.png'))
@@ -612,8 +1029,12 @@ def main():
   parser.add_argument('--quick', action='store_true', help='a few-minute smoke run')
   parser.add_argument('--epochs', type=float, default=1.0, help='training of every row')
   parser.add_argument('--teacher_epochs', type=float, default=12)
+  parser.add_argument('--seeds', type=int, nargs='+', default=list(SEEDS),
+                      help='seeds of every trained row')
   parser.add_argument('--rows', default='', help='comma-separated lines to run (e.g. ats): '
                       f'{", ".join(ROWS)}; default all')
+  parser.add_argument('--report_only', action='store_true',
+                      help='write the tables from the runs finished so far; train nothing')
   args = parser.parse_args()
   settings = quick_settings() if args.quick else full_settings(args)
   if args.rows:
@@ -626,7 +1047,7 @@ def main():
     settings = dataclasses.replace(
         settings, rows=rows, plot=settings.plot.replace('pareto.png', f'pareto{tail}.png'),
         report=settings.report.replace('COMPARE.md', f'COMPARE{tail}.md'))
-  run(settings)
+  run(settings, report_only=args.report_only)
 
 
 if __name__ == '__main__':

@@ -46,6 +46,9 @@ class Method:
   training_free: bool = False
   # Fields that moved into this method's groups: {'old.dotted.path': 'new.dotted.path'}.
   legacy_fields: dict[str, str] = {}
+  # Fields of config.loss.<name> that weigh terms against the frozen dense teacher
+  # (distillation); a comparison that distils no row sets them to 0.
+  distillation_fields: tuple[str, ...] = ()
 
   # ----------------------------------------------------------------------------- config
   def defaults(self) -> ml_collections.ConfigDict | None:

@@ -34,6 +34,7 @@ class DynamicViTMethod(Method):
                    for k in ('keep_ratio', 'prune_layers', 'gumbel_noise', 'selector')} | {
                        f'dynamic_vit.{k}': f'loss.dynamic_vit.{k}'
                        for k in ('ratio_weight', 'distill_weight', 'token_weight')}
+  distillation_fields = ('distill_weight', 'token_weight')
 
   def defaults(self):
     return ml_collections.ConfigDict(dict(keep_ratio=0.7, prune_layers=(3, 6, 9),
@@ -104,6 +105,7 @@ class PooledViTMethod(Method):
   summary = "DynamicViT's structural baseline: 2x2 pooling of the token grid at one block"
   model_class = PooledViT
   legacy_fields = {'model.pool_layer': 'model.pooled_vit.pool_layer'}
+  distillation_fields = ('distill_weight',)
 
   def defaults(self):
     return ml_collections.ConfigDict(dict(pool_layer=6))

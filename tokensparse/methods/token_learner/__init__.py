@@ -57,7 +57,9 @@ class TokenLearnerMethod(Method):
 
   def budget_knobs(self, kw):
     depth = kw['depth']
-    return [{'num_tokens': n, 'at': round(b / depth, 4)} for n in (8, 16) for b in range(1, depth)]
+    # The paper's 8 and 16 tokens first; other counts in steps of 4 bring budgets closer.
+    counts = (8, 16) + tuple(n for n in range(4, 33, 4) if n not in (8, 16))
+    return [{'num_tokens': n, 'at': round(b / depth, 4)} for n in counts for b in range(1, depth)]
 
   def macs(self, model, channels=3):
     return flops.token_learner_macs(model, channels)

@@ -83,8 +83,10 @@ class ToMeMethod(Method):
     return (Variant('tome', 'ToMe', 'tome/fashion_mnist_canvas.py'),)
 
   def budget_knobs(self, kw):
-    # Constant r, and ToMe's decreasing schedule (inflect -0.5) that reaches lower budgets.
-    return [{'r': r, 'inflect': i} for i in (0.0, -0.5) for r in range(1, 64)]
+    # Constant r first, then ToMe's decreasing schedule (inflect -0.5) and the other
+    # schedules in steps of 0.25: with r whole, the schedule is what brings a budget within 2 %.
+    inflects = (0.0, -0.5, -1.0, -0.75, -0.25, 0.25, 0.5, 0.75, 1.0)
+    return [{'r': r, 'inflect': i} for i in inflects for r in range(1, 64)]
 
   def macs(self, model, channels=3):
     """Attention half at the tokens entering each block, MLP half at the tokens left after
