@@ -232,6 +232,14 @@ def test_a_changed_row_is_trained_again_and_the_old_run_kept(tmp_path, capsys):
   kept = [d for d in os.listdir(settings.root) if d.startswith('dense_s0.replaced-')]
   assert len(kept) == 1 and os.path.exists(os.path.join(settings.root, kept[0], 'compare.json'))
   assert json.load(open(os.path.join(workdir, 'request.json')))['optimizer']['lr'] == 5e-3
+  # The teacher trained again (same path, another result): its rows are trained again too.
+  record = json.load(open(os.path.join(teacher, 'compare.json')))
+  json.dump(dict(record, accuracy=record['accuracy'] + 0.01),
+            open(os.path.join(teacher, 'compare.json'), 'w'))
+  capsys.readouterr()
+  compare.train(c, workdir, 'dense')
+  assert 'the run it starts from was trained again' in capsys.readouterr().out
+  assert len([d for d in os.listdir(settings.root) if d.startswith('dense_s0.replaced-')]) == 2
 
 
 def test_rows_option_runs_one_method_with_seeds_beside_the_full_table(tmp_path):
