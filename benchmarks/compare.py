@@ -2,7 +2,7 @@
 recipe and three seeds, at three MAC budgets; accuracy against MACs and against measured speed.
 
     python benchmarks/compare.py               # the full comparison (hours; resumable)
-    python benchmarks/compare.py --quick       # a smoke run of the same machinery (minutes)
+    python benchmarks/compare.py --quick       # a smoke run of the same machinery (8 min, 2 cores)
     python benchmarks/compare.py --rows ats    # one method's lines beside the full table
     python benchmarks/compare.py --report_only # the tables from what has finished so far
 
