@@ -321,22 +321,28 @@ def origin(config) -> dict | None:
   return None
 
 
+def why_stale(workdir: str, config, done: dict | None) -> str | None:
+  """Why the run in `workdir` cannot stand for `config` (None: it can, or nothing is there):
+  another config, no config to check, or a start that was trained again."""
+  diff = trained_with(workdir, config) if os.path.isdir(workdir) else None
+  if diff:
+    return 'its config changed (' + '; '.join(
+        f'{k}: {a!r} -> {b!r}' for k, (a, b) in sorted(diff.items())[:4]) + ')'
+  if diff is None and done:  # a result without any config to check it against
+    return 'it has no recorded config'
+  if done and done.get('start') != origin(config):
+    return 'the run it starts from was trained again'
+  return None
+
+
 def train(config, workdir: str, label: str, state: 'Journal | None' = None) -> dict:
   """Train (or resume) and evaluate once; a finished run with the same config and the same
   starting run is read back, one with another config or start is set aside and trained
   again."""
   done = finished(workdir)
-  diff = trained_with(workdir, config) if os.path.isdir(workdir) else None
-  start = origin(config)
-  if diff:
-    set_aside(workdir, 'its config changed (' + '; '.join(
-        f'{k}: {a!r} -> {b!r}' for k, (a, b) in sorted(diff.items())[:4]) + ')')
-    done = None
-  elif diff is None and done:  # a result without any config to check it against
-    set_aside(workdir, 'it has no recorded config')
-    done = None
-  elif done and done.get('start') != start:
-    set_aside(workdir, 'the run it starts from was trained again')
+  why = why_stale(workdir, config, done)
+  if why:
+    set_aside(workdir, why)
     done = None
   if done:
     log(f'{label}: done before ({100 * done["accuracy"]:.2f} %), skipped')
@@ -352,7 +358,7 @@ def train(config, workdir: str, label: str, state: 'Journal | None' = None) -> d
   done = {'accuracy': float(result['accuracy']), 'examples': int(result['count']),
           'eval_loss': float(result.get('loss', float('nan'))),
           'train_seconds': round(time.time() - t0, 1), 'commit': git_revision(),
-          'start': start}
+          'start': origin(config)}
   with open(os.path.join(workdir, 'compare.json'), 'w') as f:
     json.dump(done, f)
   if state is not None:
@@ -489,14 +495,14 @@ STAGED = {'vtp': run_vtp}
 
 # ----------------------------------------------------------------------------- eventful, speed
 
-def eventful_rows(settings: Settings, teacher_dir: str) -> list[dict]:
+def eventful_rows(settings: Settings, teacher_dir: str, cached_only: bool = False) -> list[dict]:
   """Clip accuracy of the teacher run as an Eventful Transformer at capacities matched to the
   budgets in MACs per frame averaged over the clip (the dense first frame included), and dense
   (every token)."""
   from tokensparse.data import moving_fashion_mnist  # pylint: disable=g-import-not-at-top
   cache = os.path.join(settings.root, 'eventful.json')
-  if os.path.exists(cache):
-    return json.load(open(cache))
+  if os.path.exists(cache) or cached_only:
+    return json.load(open(cache)) if os.path.exists(cache) else []
   predictor = inference.load(teacher_dir)
   kw = backbone.backbone_kwargs(predictor.config.model)
   clips, labels = moving_fashion_mnist.load_clips(
@@ -918,6 +924,8 @@ def run(settings: Settings, report_only: bool = False) -> str:
   dense_macs = methods.macs(methods.build(model_cfg), channels)['total']
   keys = settings.rows or tuple(ROWS)
   plan = [(key, budget) for key in keys for budget in settings.budgets]
+  knobs = {(key, budget): solve(model_cfg, key, budget, channels) for key, budget in plan
+           if key not in STAGED}  # (setting, MAC fraction), the same for every seed
   records = []
 
   def record(key, budget, seed, rec, label, setting, frac, config, result):
@@ -932,8 +940,7 @@ def run(settings: Settings, report_only: bool = False) -> str:
   def fit(config, workdir, label):
     if report_only:
       done = finished(workdir)
-      fresh = done and done.get('start') == origin(config)
-      return done if fresh and trained_with(workdir, config) == {} else None
+      return done if done and not why_stale(workdir, config, done) else None
     return train(config, workdir, label, journal)
 
   for seed in settings.seeds:  # the dense reference's seeds first: the spread of the recipe
@@ -949,7 +956,7 @@ def run(settings: Settings, report_only: bool = False) -> str:
           record(key, budget, seed, 'one', ROWS[key][1].label, f'rate {rate:.2f}', frac, c, res)
         continue
       for budget in settings.budgets:
-        knob, frac = solve(model_cfg, key, budget, channels)
+        knob, frac = knobs[key, budget]
         label = ROWS[key][1].label
         for rec in ('one', 'paper') if key in settings.paper_recipes else ('one',):
           c = row_config(settings, key, knob, teacher_dir, seed, paper=rec == 'paper',
@@ -963,7 +970,7 @@ def run(settings: Settings, report_only: bool = False) -> str:
     if not method.training_free:
       continue
     for budget in settings.budgets:
-      knob, frac = solve(model_cfg, key, budget, channels)
+      knob, frac = knobs[key, budget]
       spec = f'{method.name}:' + ','.join(f'{k}={v}' for k, v in knob.items())
       shelf_file = os.path.join(settings.root, f'{key}_{budget}_off_the_shelf.json')
       shelf = json.load(open(shelf_file)) if os.path.exists(shelf_file) else None
@@ -976,10 +983,8 @@ def run(settings: Settings, report_only: bool = False) -> str:
         shelf = {'accuracy': ev['accuracy'], 'examples': ev['examples'], 'spec': spec}
         json.dump(shelf, open(shelf_file, 'w'))
       record(key, budget, 0, 'shelf', variant.label, knob_text(knob), frac, None, shelf)
-  eventful = (eventful_rows(settings, teacher_dir) if settings.clips and not settings.rows
-              and not report_only else [])
-  if report_only and os.path.exists(os.path.join(settings.root, 'eventful.json')):
-    eventful = json.load(open(os.path.join(settings.root, 'eventful.json')))
+  eventful = (eventful_rows(settings, teacher_dir, cached_only=report_only)
+              if settings.clips and not settings.rows else [])
   speed_of = speed(settings, plan, cached_only=report_only)
   lines = lines_of(records)
   curve = teacher_curve(teacher_dir, settings.epoch_steps)
