@@ -17,11 +17,19 @@ Timing: fp32 inference; batch 32 is mapped over all host devices, batch 1 runs o
 models are timed a budget group at a time (the defaults, then each budget), dense with every
 group (all at once would not fit 24 GiB: an Eventful DeiT-S state at batch 32 takes 1.6 GiB). In
 every round each model runs `--iters` calls after a warm-up call, dense first, and a model's
-speed-up is the median over rounds of (dense time / its time) of the same round. Eventful runs
+speed-up is the median over rounds of (dense time / its time) of the same round (batch 1 runs
+three times the rounds: its calls are cheap and noisier). Eventful runs
 `step` per frame with its state donated (updated in place), frame after frame of a clip; its
 MACs are those of a step after the first.
 
 Conversion = speed-up / MAC reduction (1.0: the time falls as the counted MACs do).
+
+Blocks alone: every token method gets a twin in its group, the dense model with each shared
+block run on the token counts the method's blocks see (read from the traced shapes by
+intercepting `EncoderBlock.attend` / `feed_forward`) and nothing else. Its conversion is what
+the hardware gives fewer tokens; the method's conversion divided by it is what the method's own
+work (selection, merging, predictors) leaves. The dense blocks on one token each ("floor") show
+the per-call cost that no token count removes: every matmul reads its whole weight matrix.
 
 Where the time goes: each default-setting model at batch 1 under the JAX profiler (the fastest
 of three profiles of three calls; Eventful: its donated step, frame after frame); every XLA
@@ -43,13 +51,15 @@ from common import (ROOT, device_description, git_revision, op_class_times, tabl
                     time_per_call, write_section)
 import compare
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 sys.path.insert(0, ROOT)
-from tokensparse import backbone, methods  # noqa: E402
+from tokensparse import backbone, flops, methods  # noqa: E402
+from tokensparse.backbone import layers  # noqa: E402
 from tokensparse.methods.eventful.model import EventfulViT, budget_for  # noqa: E402
 from tokensparse.methods.vtp.model import VTPViT, prune  # noqa: E402
 
@@ -122,6 +132,67 @@ def plan(base, budgets) -> list[tuple[str, str, ml_collections.ConfigDict]]:
 
 
 DEFAULT_KNOBS = ('r', 'keep_ratio', 'keep_rate', 'num_tokens', 'at', 'pool_layer', 'selector')
+ALONE = ' / blocks alone'  # the label of a model's blocks-alone twin
+FLOOR = 'dense blocks on one token'
+
+
+# ----------------------------------------------------------------------------- blocks alone
+
+def block_tokens(model, size: int) -> tuple[tuple[int, int], ...] | None:
+  """The token counts (attention half, MLP half) that each shared encoder block sees in
+  `model`'s inference forward pass, read from the traced shapes (nothing runs); None for a
+  model whose blocks all see every token (dense, VTP) or that runs per frame (Eventful)."""
+  if isinstance(model, EventfulViT):
+    return None
+  seen = []
+
+  def record(next_fun, args, kwargs, context):
+    if (isinstance(context.module, layers.EncoderBlock)
+        and context.method_name in ('attend', 'feed_forward')):
+      seen.append(args[0].shape[1])
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)))
+  if len(set(seen)) == 1:
+    return None
+  return tuple(zip(seen[0::2], seen[1::2]))
+
+
+class OnTokens(nn.Module):
+  """The dense ViT with block i run on the first `counts[i]` tokens (attention half, MLP half)
+  and nothing else: a token method's block work without any of its own (selection, merging,
+  predictors). Its time is what this hardware gives fewer tokens in the shared blocks."""
+  vit: nn.Module
+  counts: tuple[tuple[int, int], ...]
+
+  @nn.compact
+  def __call__(self, images, train: bool = False):
+    vit, counts = self.vit, self.counts
+
+    def between(i, x, carry):
+      return (x[:, :counts[i][0]] if i < len(counts) else x), carry
+
+    def after_attention(i, x, info, carry):
+      return x[:, :counts[i][1]], carry
+
+    x, _ = vit.run_blocks(vit.embed(images), True, None, between=between,
+                          after_attention=after_attention)
+    return vit.finish(x)
+
+
+def blocks_alone(models: dict, base) -> dict[str, tuple[nn.Module, int]]:
+  """{label: (its blocks-alone twin, the twin's MACs)} of every token-reducing model, and
+  FLOOR: the dense blocks on one token each (what a call costs whatever the tokens)."""
+  kw = backbone.backbone_kwargs(base)
+  dense = models['dense']
+  twins = {FLOOR: ((1, 1),) * kw['depth']}
+  for label, model in models.items():
+    counts = block_tokens(model, kw['image_size'])
+    if counts is not None:
+      twins[label] = counts
+  return {label: (OnTokens(dense, counts), flops.vit_macs(dense, 3, counts)['total'])
+          for label, counts in twins.items()}
 
 
 # ----------------------------------------------------------------------------- the runners
@@ -188,8 +259,10 @@ def runner(model, variables, batch, size):
 
 # ----------------------------------------------------------------------------- measure
 
-def measure(models: dict, base, batch: int, rounds: int, iters: int) -> dict[str, float]:
-  """{label: median same-round speed-up against dense} at one batch size."""
+def measure(models: dict, base, batch: int, rounds: int, iters: int,
+            spread: dict | None = None) -> dict[str, float]:
+  """{label: median same-round speed-up against dense} at one batch size; `spread` (if given)
+  gets each label's half interquartile range of the same-round speed-ups."""
   size = backbone.backbone_kwargs(base)['image_size']
   x = jnp.zeros((1, size, size, 3))
   runs = {}
@@ -202,8 +275,11 @@ def measure(models: dict, base, batch: int, rounds: int, iters: int) -> dict[str
     for label, run in runs.items():
       times[label].append(time_per_call(run, warmup=1, iters=iters))
     log(f'batch {batch}, round {r + 1}/{rounds}: dense {batch / times["dense"][-1]:.1f} img/s')
-  dense = np.array(times['dense'])
-  return {label: float(np.median(dense / np.array(t))) for label, t in times.items()}
+  ratios = {label: np.array(times['dense']) / np.array(t) for label, t in times.items()}
+  if spread is not None:
+    spread.update({label: float(np.subtract(*np.percentile(r, [75, 25]))) / 2
+                   for label, r in ratios.items()})
+  return {label: float(np.median(r)) for label, r in ratios.items()}
 
 
 def breakdown(models: dict, base) -> dict[str, dict[str, float]]:
@@ -221,36 +297,59 @@ def breakdown(models: dict, base) -> dict[str, dict[str, float]]:
 
 # ----------------------------------------------------------------------------- report
 
-def report(settings, rows, speed, parts, elapsed) -> str:
+def report(settings, rows, speed, parts, elapsed, twin_macs=None, spread=None) -> str:
+  twin_macs, spread = twin_macs or {}, spread or {32: {}, 1: {}}
+  dense_macs = rows[0][3]
+  conv = lambda b, label, macs: speed[b][label] * macs / dense_macs
+  noise = {b: np.median([v for k, v in spread[b].items() if k != 'dense'] or [0.0]) for b in speed}
   head = (f'## MACs into time: every method against dense {settings["title"]}\n\n'
           f'`python benchmarks/conversion.py{" --quick" * settings["quick"]}` at '
           f'{git_revision()} on {device_description()}, {elapsed / 60:.0f} min. fp32 '
-          f'inference; batch 32 mapped over the host devices, batch 1 on one; {settings["rounds"]} '
-          f'rounds of {settings["iters"]} calls, every model of a budget group and dense in every '
-          'round; speed-up = median '
-          'of the same-round ratios to dense; conversion = speed-up / MAC reduction. Eventful: '
-          'time and MACs per frame after the first, state donated, every gate at its capacity. '
-          'See the script\'s docstring for the models.\n\n')
+          f'inference; batch 32 mapped over the host devices, batch 1 on one; '
+          f'{settings["rounds"]} rounds (batch 1: {3 * settings["rounds"]}) of '
+          f'{settings["iters"]} calls, every model of a budget group and dense in every round; '
+          'speed-up = median of the same-round ratios to dense (their half interquartile range, '
+          f'median over the models: {noise[32]:.3f} at batch 32, {noise[1]:.3f} at batch 1); '
+          'conversion = speed-up / MAC reduction. Eventful: time and MACs per frame after the '
+          'first, state donated, every gate at its capacity. See the script\'s docstring for the '
+          'models.\n\n'
+          '**Blocks alone** is the dense model with each block run on the token counts the '
+          'method\'s blocks see (read from the traced shapes) and none of the method\'s own work: '
+          'what this hardware gives fewer tokens. A token method\'s conversion is its blocks-alone '
+          'conversion times the share its own work (selection, merging, predictors) leaves.')
+  if FLOOR in speed[1]:
+    head += (f' The hardware\'s part: the dense model\'s blocks on one token each take '
+             f'{1 / speed[1][FLOOR]:.0%} of a dense forward at batch 1 and '
+             f'{1 / speed[32][FLOOR]:.0%} at batch 32: every call reads all of its weights '
+             'whatever the tokens, and at batch 1 no other image shares that read.')
+  head += '\n\n'
+  by_label = {label: macs for _, label, _, macs in rows}
   lines = []
   for group, label, c, macs in rows:
     if label == 'dense':
       continue
-    red = rows[0][3] / macs
-    s32, s1 = speed[32].get(label), speed[1].get(label)
-    lines.append([group, label, f'{macs / rows[0][3]:.3f}', f'{red:.2f}x',
-                  f'{s32:.2f}x', f'**{s32 / red:.2f}**', f'{s1:.2f}x', f'**{s1 / red:.2f}**'])
+    red = dense_macs / macs
+    c32, c1 = conv(32, label, macs), conv(1, label, macs)
+    twin = label + ALONE
+    alone = ({b: conv(b, twin, twin_macs[twin]) for b in speed} if twin in twin_macs
+             and twin in speed[1] else None)
+    lines.append([group, label, f'{macs / dense_macs:.3f}', f'{red:.2f}x',
+                  f'{speed[32][label]:.2f}x', f'**{c32:.2f}**', f'{speed[1][label]:.2f}x',
+                  f'**{c1:.2f}**', f'{alone[32]:.2f} / {alone[1]:.2f}' if alone else '—',
+                  why({32: c32, 1: c1}, alone, own_reason(label, speed, by_label, dense_macs))])
   body = head + table(['budget', 'model (knob)', 'MAC fraction', 'MAC reduction',
-                       'speed-up b32', 'conversion b32', 'speed-up b1', 'conversion b1'], lines)
+                       'speed-up b32', 'conversion b32', 'speed-up b1', 'conversion b1',
+                       'blocks alone b32 / b1', 'below 0.95 because'], lines)
   dense_parts = parts['dense']
   prow = [['dense', f'{dense_parts["wall"]:.1f}'] +
           [f'{dense_parts[k]:.2f}' for k in CLASSES] + ['1.00', '']]
   for group, label, c, macs in rows:
     if group != 'default' or label == 'dense':
       continue
-    red = rows[0][3] / macs
+    red = dense_macs / macs
     p = parts[label]
     excess = {k: p[k] - dense_parts[k] / red for k in CLASSES}
-    rate = (macs / p['matmul']) / (rows[0][3] / dense_parts['matmul'])
+    rate = (macs / p['matmul']) / (dense_macs / dense_parts['matmul'])
     prow.append([label, f'{p["wall"]:.1f} (MACs predict {dense_parts["wall"] / red:.1f})'] +
                 [f'{p[k]:.2f} ({excess[k]:+.2f})' for k in CLASSES] +
                 [f'{rate:.2f}', reason(speed[1][label] / red, speed[32][label] / red, excess,
@@ -262,6 +361,36 @@ def report(settings, rows, speed, parts, elapsed) -> str:
            table(['model', 'wall ms'] + [f'{k} ms' for k in CLASSES] +
                  ['matmul rate', 'what costs the time beyond the MACs'], prow))
   return body
+
+
+def own_reason(label: str, speed, macs: dict, dense_macs: float) -> str:
+  """Why a model without a blocks-alone twin converts less (VTP, Eventful)."""
+  if label.startswith('eventful'):
+    return ('its per-frame work outside the MACs: gathers and scatters of the updated tokens '
+            'and the full attention rows it refreshes (the breakdown below)')
+  if label.startswith('vtp'):
+    aligned = 'vtp 40 %, align 64'
+    if label == aligned:
+      return 'its channel widths, multiples of 64 but fewer than dense\'s'
+    if aligned in macs and aligned in speed[1]:
+      c = {b: speed[b][aligned] * macs[aligned] / dense_macs for b in speed}
+      return ('its odd channel widths: the same pruning rounded up to multiples of 64 (zero '
+              f'channels) converts {c[32]:.2f} at b32 and {c[1]:.2f} at b1')
+    return 'its odd channel widths'
+  return 'see the breakdown below'
+
+
+def why(conv: dict[int, float], alone: dict[int, float] | None, own: str) -> str:
+  """What the measurements say of a conversion below 0.95, per batch size: for a token method
+  the blocks-alone conversion (the hardware's part) times what its own work leaves; for
+  another model `own`."""
+  low = [b for b in (32, 1) if conv[b] < 0.95]
+  if not low:
+    return '—'
+  if not alone:
+    return ', '.join(f'b{b}' for b in low) + ': ' + own
+  return '; '.join(f'b{b}: {conv[b]:.2f} = {alone[b]:.2f} blocks alone x '
+                   f'{conv[b] / alone[b]:.2f} own work' for b in low)
 
 
 def reason(conv1: float, conv32: float, excess: dict[str, float], rate: float) -> str:
@@ -300,17 +429,24 @@ def main():
     models[label] = methods.build(c)
     rows.append((group, label, c, methods.macs(models[label])['total']))  # Eventful: per frame
   log(f'{len(rows)} models; ' + '; '.join(f'{l} {m / rows[0][3]:.3f}' for _, l, _, m in rows))
-  speed = {32: {}, 1: {}}
+  twins = blocks_alone(models, base)
+  speed, spread = {32: {}, 1: {}}, {32: {}, 1: {}}
   for group in dict.fromkeys(g for g, _, _, _ in rows):  # a group at a time bounds the memory
     members = {label: models[label] for g, label, _, _ in rows if g == group or label == 'dense'}
+    members.update({label + ALONE: twins[label][0] for label in list(members) if label in twins})
+    if group == 'default':
+      members[FLOOR] = twins[FLOOR][0]
     for b in speed:
+      rounds = settings['rounds'] * (3 if b == 1 else 1)  # batch-1 calls are cheap and noisier
       log(f'timing the {group} group ({len(members) - 1} models and dense) at batch {b}')
-      speed[b].update(measure(members, base, b, settings['rounds'], settings['iters']))
+      speed[b].update(measure(members, base, b, rounds, settings['iters'], spread[b]))
   defaults = {label: models[label] for g, label, _, _ in rows if g == 'default'}
   parts = breakdown(defaults, base)
-  body = report(settings, rows, speed, parts, time.time() - start)
-  raw = {'speed': {str(b): s for b, s in speed.items()}, 'parts': parts,
-         'macs': {label: m for _, label, _, m in rows}}
+  twin_macs = {label + ALONE: m for label, (_, m) in twins.items()}
+  body = report(settings, rows, speed, parts, time.time() - start, twin_macs, spread)
+  raw = {'speed': {str(b): s for b, s in speed.items()},
+         'spread': {str(b): s for b, s in spread.items()}, 'parts': parts,
+         'macs': {**{label: m for _, label, _, m in rows}, **twin_macs}}
   if args.out or args.quick:
     path = args.out or os.path.join(ROOT, 'runs', 'conversion-quick.md')
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -68,6 +68,51 @@ def test_static_and_eventful_models_time_against_dense_and_report():
     assert line.rstrip('| ').rsplit('|', 1)[1].strip(), line
 
 
+TINY = dict(name='vit', dtype='float32', image_size=32, patch_size=8, width=32, depth=3,
+            num_heads=2, mlp_dim=64, num_classes=10)
+
+
+def test_block_tokens_read_what_each_block_sees():
+  base = ml_collections.ConfigDict(TINY)
+  dense = conversion.methods.build(conversion.compare.dense_model(base))
+  assert conversion.block_tokens(dense, 32) is None  # every block sees every token
+  tome = conversion.methods.build(conversion.compare.method_model(base, 'tome', {'r': 3}))
+  # Hand derivation: 16 patches + the class token; ToMe merges 3 after each block's attention.
+  assert conversion.block_tokens(tome, 32) == ((17, 14), (14, 11), (11, 8))
+  evit = conversion.methods.build(conversion.compare.method_model(
+      base, 'evit', {'keep_rate': 0.5}))
+  counts = conversion.block_tokens(evit, 32)
+  assert len(counts) == 3 and counts[0][0] == 17 and counts[-1][1] < 17
+
+
+def test_blocks_alone_is_dense_on_the_first_tokens_and_nothing_else():
+  base = ml_collections.ConfigDict(TINY)
+  dense = conversion.methods.build(conversion.compare.dense_model(base))
+  x = jax.random.normal(jax.random.PRNGKey(3), (2, 32, 32, 3))
+  variables = dense.init(jax.random.PRNGKey(0), x)
+  full = conversion.OnTokens(dense, ((17, 17),) * 3)
+  # The twin holds the dense model as its child: the same weights give the same logits.
+  got = full.apply({'params': {'vit': variables['params']}}, x)[0]
+  assert jnp.array_equal(got, dense.apply(variables, x)[0])
+  # Fewer tokens: the class token's path differs, the shapes and the MACs follow the counts.
+  cut = conversion.OnTokens(dense, ((17, 9), (9, 5), (5, 5)))
+  assert cut.apply({'params': {'vit': variables['params']}}, x)[0].shape == (2, 10)
+  twins = conversion.blocks_alone({'dense': dense, 'tome r=3': conversion.methods.build(
+      conversion.compare.method_model(base, 'tome', {'r': 3}))}, base)
+  assert set(twins) == {'tome r=3', conversion.FLOOR}
+  tome_macs = conversion.methods.macs(conversion.methods.build(
+      conversion.compare.method_model(base, 'tome', {'r': 3})))
+  # Same blocks at the same counts: only ToMe's matching products are missing.
+  assert twins['tome r=3'][1] == tome_macs['total'] - tome_macs['matching']
+
+
+def test_why_splits_a_token_method_into_hardware_and_own_work():
+  assert conversion.why({32: 0.99, 1: 0.96}, None, 'x') == '—'
+  assert conversion.why({32: 0.99, 1: 0.85}, {32: 1.0, 1: 0.90}, 'x') == (
+      'b1: 0.85 = 0.90 blocks alone x 0.94 own work')
+  assert conversion.why({32: 0.6, 1: 0.5}, None, 'its own work') == 'b32, b1: its own work'
+
+
 def test_reason_names_the_largest_excess_first():
   excess = {'matmul': 0.1, 'select': 2.0, 'exp': 0.0, 'rest': 0.6}
   assert conversion.reason(0.97, 0.99, excess, 0.9).startswith('nothing')
