@@ -1,8 +1,9 @@
 """MACs into time: every method against dense DeiT-S/16 in the same rounds, at batch 1 and 32,
 and where each one's time goes.
 
-    python benchmarks/conversion.py            # DeiT-S/16, 224 px (about 32 min on 2 cores)
-    python benchmarks/conversion.py --quick    # ViT-Ti/16 at 64 px, one round (about 10 min)
+    python benchmarks/conversion.py            # DeiT-S/16, 224 px (about 50 min on 2 cores)
+    python benchmarks/conversion.py --quick    # ViT-Ti/16 at 64 px, one round (under 25 min)
+    python benchmarks/conversion.py --report_only   # the report again from docs/conversion.json
 
 Models: each registered method at its default setting (ToMe r = 13, keep 0.7 for DynamicViT,
 static selection and EViT, TokenLearner's 8 tokens at mid-depth, 2x2 pooling at block 6, VTP
@@ -47,7 +48,7 @@ import os
 import sys
 import time
 
-from common import (ROOT, device_description, git_revision, op_class_times, table,
+from common import (ROOT, device_description, git_revision, line_plot, op_class_times, table,
                     time_per_call, write_section)
 import compare
 
@@ -297,14 +298,15 @@ def breakdown(models: dict, base) -> dict[str, dict[str, float]]:
 
 # ----------------------------------------------------------------------------- report
 
-def report(settings, rows, speed, parts, elapsed, twin_macs=None, spread=None) -> str:
+def report(settings, rows, speed, parts, elapsed, twin_macs=None, spread=None,
+           commit=None) -> str:
   twin_macs, spread = twin_macs or {}, spread or {32: {}, 1: {}}
   dense_macs = rows[0][3]
   conv = lambda b, label, macs: speed[b][label] * macs / dense_macs
   noise = {b: np.median([v for k, v in spread[b].items() if k != 'dense'] or [0.0]) for b in speed}
   head = (f'## MACs into time: every method against dense {settings["title"]}\n\n'
           f'`python benchmarks/conversion.py{" --quick" * settings["quick"]}` at '
-          f'{git_revision()} on {device_description()}, {elapsed / 60:.0f} min. fp32 '
+          f'{commit or git_revision()} on {device_description()}, {elapsed / 60:.0f} min. fp32 '
           f'inference; batch 32 mapped over the host devices, batch 1 on one; '
           f'{settings["rounds"]} rounds (batch 1: {3 * settings["rounds"]}) of '
           f'{settings["iters"]} calls, every model of a budget group and dense in every round; '
@@ -363,20 +365,49 @@ def report(settings, rows, speed, parts, elapsed, twin_macs=None, spread=None) -
   return body
 
 
+def picture(path: str, rows, speed, twin_macs: dict) -> None:
+  """conversion.png: conversion against MAC fraction at batch 32 and batch 1, a line per
+  method (VTP unaligned, Eventful full) and, dashed, the mean blocks-alone conversion of the
+  token methods at each budget: the part the hardware takes."""
+  dense_macs = rows[0][3]
+  groups, alone = {}, {}
+  for group, label, _, macs in rows:
+    key = label.split()[0]
+    if label == 'dense' or 'align 16' in label or 'align 64' in label or 'tokenwise' in label:
+      continue
+    groups.setdefault(key, {})[round(macs / dense_macs, 3)] = label, macs
+    twin = label + ALONE
+    if twin in twin_macs and twin in speed[1]:
+      alone.setdefault(group, []).append((twin_macs[twin] / dense_macs, twin))
+  panels = []
+  for b in (32, 1):
+    series = []
+    for i, (key, pts) in enumerate(groups.items()):
+      xs = sorted(pts)
+      series.append({'label': key.replace('_', ' '), 'colour': compare.PALETTE[
+          i % len(compare.PALETTE)], 'x': xs,
+                     'y': [speed[b][pts[x][0]] * pts[x][1] / dense_macs for x in xs]})
+    mean = sorted((np.mean([f for f, _ in t]), np.mean([speed[b][w] * f for f, w in t]))
+                  for t in alone.values())
+    series.append({'label': 'blocks alone (mean of the token methods)', 'colour': (0, 0, 0),
+                   'dashed': True, 'x': [m[0] for m in mean], 'y': [m[1] for m in mean]})
+    series.append({'label': '0.95', 'colour': (170, 170, 170), 'x': [0.25, 1.0],
+                   'y': [0.95, 0.95]})
+    panels.append({'title': f'batch {b}', 'xlabel': 'MAC fraction of dense',
+                   'ylabel': 'conversion (speed-up / MAC reduction)', 'series': series})
+  line_plot(path, panels)
+
+
 def own_reason(label: str, speed, macs: dict, dense_macs: float) -> str:
   """Why a model without a blocks-alone twin converts less (VTP, Eventful)."""
   if label.startswith('eventful'):
-    return ('its per-frame work outside the MACs: gathers and scatters of the updated tokens '
-            'and the full attention rows it refreshes (the breakdown below)')
+    return 'its per-frame work outside the MACs (the breakdown below)'
   if label.startswith('vtp'):
     aligned = 'vtp 40 %, align 64'
-    if label == aligned:
-      return 'its channel widths, multiples of 64 but fewer than dense\'s'
-    if aligned in macs and aligned in speed[1]:
+    if aligned in macs and aligned in speed[1] and label != aligned:
       c = {b: speed[b][aligned] * macs[aligned] / dense_macs for b in speed}
-      return ('its odd channel widths: the same pruning rounded up to multiples of 64 (zero '
-              f'channels) converts {c[32]:.2f} at b32 and {c[1]:.2f} at b1')
-    return 'its odd channel widths'
+      return f'odd channel widths (rounded up to multiples of 64: {c[32]:.2f} / {c[1]:.2f})'
+    return 'its channel widths'
   return 'see the breakdown below'
 
 
@@ -412,8 +443,10 @@ def main():
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--iters', type=int, default=3)
   parser.add_argument('--out', default='', help='write the table here, not BENCHMARKS.md')
+  parser.add_argument('--report_only', action='store_true',
+                      help='no timing: the report and picture again from docs/conversion.json')
   args = parser.parse_args()
-  start = time.time()
+  start, commit = time.time(), git_revision()  # the code that runs is the start's
   if args.quick:
     base = ml_collections.ConfigDict(dict(name='vit', dtype='float32', variant='Ti/16',
                                           image_size=64, num_classes=10))
@@ -429,6 +462,13 @@ def main():
     models[label] = methods.build(c)
     rows.append((group, label, c, methods.macs(models[label])['total']))  # Eventful: per frame
   log(f'{len(rows)} models; ' + '; '.join(f'{l} {m / rows[0][3]:.3f}' for _, l, _, m in rows))
+  if args.report_only:
+    raw = json.load(open(os.path.join(ROOT, *(('runs', 'conversion-quick.json') if args.quick
+                                                else ('docs', 'conversion.json')))))
+    speed, spread = ({int(b): v for b, v in raw[k].items()} for k in ('speed', 'spread'))
+    twin_macs = {k: v for k, v in raw['macs'].items() if k.endswith(ALONE)}
+    return publish(settings, rows, speed, spread, raw['parts'], twin_macs, raw['minutes'] * 60,
+                   raw['commit'], raw)
   twins = blocks_alone(models, base)
   speed, spread = {32: {}, 1: {}}, {32: {}, 1: {}}
   for group in dict.fromkeys(g for g, _, _, _ in rows):  # a group at a time bounds the memory
@@ -443,20 +483,31 @@ def main():
   defaults = {label: models[label] for g, label, _, _ in rows if g == 'default'}
   parts = breakdown(defaults, base)
   twin_macs = {label + ALONE: m for label, (_, m) in twins.items()}
-  body = report(settings, rows, speed, parts, time.time() - start, twin_macs, spread)
-  raw = {'speed': {str(b): s for b, s in speed.items()},
+  raw = {'commit': commit, 'minutes': (time.time() - start) / 60,
+         'speed': {str(b): s for b, s in speed.items()},
          'spread': {str(b): s for b, s in spread.items()}, 'parts': parts,
          'macs': {**{label: m for _, label, _, m in rows}, **twin_macs}}
-  if args.out or args.quick:
-    path = args.out or os.path.join(ROOT, 'runs', 'conversion-quick.md')
+  publish(settings, rows, speed, spread, parts, twin_macs, time.time() - start, raw['commit'],
+          raw, args.out)
+
+
+def publish(settings, rows, speed, spread, parts, twin_macs, elapsed, commit, raw, out=''):
+  """The report: --quick and --out to a file of runs/, else BENCHMARKS.md's section, the
+  picture and docs/conversion.json (the raw figures --report_only reads back)."""
+  body = report(settings, rows, speed, parts, elapsed, twin_macs, spread, commit)
+  if out or settings['quick']:
+    path = out or os.path.join(ROOT, 'runs', 'conversion-quick.md')
     os.makedirs(os.path.dirname(path), exist_ok=True)
     open(path, 'w').write(body + '\n')
     json.dump(raw, open(os.path.splitext(path)[0] + '.json', 'w'), indent=1)
     log(f'wrote {path}')
   else:
+    picture(os.path.join(ROOT, 'docs', 'conversion.png'), rows, speed, twin_macs)
+    body += '\n\n![conversion against MAC fraction](docs/conversion.png)'
     write_section('conversion', body)
     json.dump(raw, open(os.path.join(ROOT, 'docs', 'conversion.json'), 'w'), indent=1)
-    log('wrote the conversion section of BENCHMARKS.md and docs/conversion.json')
+    log('wrote the conversion section of BENCHMARKS.md, docs/conversion.png and '
+        'docs/conversion.json')
   print(body)
 
 

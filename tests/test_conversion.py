@@ -41,7 +41,7 @@ def test_op_class_times_put_a_matmul_where_it_belongs():
   assert t['select'] == 0 and t['exp'] == 0
 
 
-def test_static_and_eventful_models_time_against_dense_and_report():
+def test_static_and_eventful_models_time_against_dense_and_report(tmp_path):
   base = ml_collections.ConfigDict(dict(name='vit', dtype='float32', image_size=32,
                                         patch_size=8, width=32, depth=2, num_heads=2,
                                         mlp_dim=64, num_classes=10))
@@ -66,6 +66,8 @@ def test_static_and_eventful_models_time_against_dense_and_report():
   # Every model of the breakdown names what costs its time (or that nothing does).
   for line in body.split('Where the time goes')[1].splitlines()[5:]:
     assert line.rstrip('| ').rsplit('|', 1)[1].strip(), line
+  conversion.picture(str(tmp_path / 'conversion.png'), rows, speed, {})
+  assert (tmp_path / 'conversion.png').stat().st_size > 1000
 
 
 TINY = dict(name='vit', dtype='float32', image_size=32, patch_size=8, width=32, depth=3,
