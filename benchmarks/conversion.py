@@ -463,12 +463,8 @@ def main():
     rows.append((group, label, c, methods.macs(models[label])['total']))  # Eventful: per frame
   log(f'{len(rows)} models; ' + '; '.join(f'{l} {m / rows[0][3]:.3f}' for _, l, _, m in rows))
   if args.report_only:
-    raw = json.load(open(os.path.join(ROOT, *(('runs', 'conversion-quick.json') if args.quick
-                                                else ('docs', 'conversion.json')))))
-    speed, spread = ({int(b): v for b, v in raw[k].items()} for k in ('speed', 'spread'))
-    twin_macs = {k: v for k, v in raw['macs'].items() if k.endswith(ALONE)}
-    return publish(settings, rows, speed, spread, raw['parts'], twin_macs, raw['minutes'] * 60,
-                   raw['commit'], raw)
+    saved = ('runs', 'conversion-quick.json') if args.quick else ('docs', 'conversion.json')
+    return publish(settings, rows, json.load(open(os.path.join(ROOT, *saved))))
   twins = blocks_alone(models, base)
   speed, spread = {32: {}, 1: {}}, {32: {}, 1: {}}
   for group in dict.fromkeys(g for g, _, _, _ in rows):  # a group at a time bounds the memory
@@ -487,14 +483,17 @@ def main():
          'speed': {str(b): s for b, s in speed.items()},
          'spread': {str(b): s for b, s in spread.items()}, 'parts': parts,
          'macs': {**{label: m for _, label, _, m in rows}, **twin_macs}}
-  publish(settings, rows, speed, spread, parts, twin_macs, time.time() - start, raw['commit'],
-          raw, args.out)
+  publish(settings, rows, raw, args.out)
 
 
-def publish(settings, rows, speed, spread, parts, twin_macs, elapsed, commit, raw, out=''):
-  """The report: --quick and --out to a file of runs/, else BENCHMARKS.md's section, the
-  picture and docs/conversion.json (the raw figures --report_only reads back)."""
-  body = report(settings, rows, speed, parts, elapsed, twin_macs, spread, commit)
+def publish(settings, rows, raw: dict, out: str = '') -> None:
+  """The report of a run's raw figures (as docs/conversion.json holds them): --quick and --out
+  to a file of runs/, else BENCHMARKS.md's section, the picture and docs/conversion.json (what
+  --report_only reads back)."""
+  speed, spread = ({int(b): v for b, v in raw[k].items()} for k in ('speed', 'spread'))
+  twin_macs = {k: v for k, v in raw['macs'].items() if k.endswith(ALONE)}
+  body = report(settings, rows, speed, raw['parts'], raw['minutes'] * 60, twin_macs, spread,
+                raw['commit'])
   if out or settings['quick']:
     path = out or os.path.join(ROOT, 'runs', 'conversion-quick.md')
     os.makedirs(os.path.dirname(path), exist_ok=True)
