@@ -9,8 +9,13 @@ recipe and three seeds, at three MAC budgets; accuracy against MACs and against 
 Resumable: every run lives in its own work directory under runs/compare/ (runs/compare-quick/
 for --quick). A finished run whose config is unchanged is skipped, an interrupted one resumes,
 and one whose config changed is moved aside (<workdir>.replaced-<time>) and trained again.
-runs/compare/run.json records the commit the comparison started at and the time of every
-session that worked on it. Stages:
+Resumable on another machine too: every finished run's request config and result is kept in
+the committed ledger docs/compare/ledger/ (<workdir>.json; the teacher's weights as
+teacher.npz), with the off-the-shelf, Eventful and speed results and run.json (the commit the
+comparison started at and the time of every session that worked on it). A run missing from
+runs/compare/ whose ledger entry has the same config and start is taken from the ledger, not
+trained again; the teacher's work directory is rebuilt from it (`--report_only` does that on a
+fresh clone, so a row's committed config trains again at once). Stages:
 
 1. The teacher: the README's default run (runs/vit_fashion_mnist, trained if missing), then the
    canvas model (Fashion-MNIST items at random positions on a 56x56 canvas, 64 patch tokens +
@@ -44,7 +49,8 @@ session that worked on it. Stages:
 Writes the 'compare' section of BENCHMARKS.md, docs/compare/ (pareto.png, speed.png,
 teacher.png, results.json and rows/<row>.json: each row's full config, metrics and accuracy;
 `python train.py --config configs/saved.py:docs/compare/rows/<row>.json --workdir DIR` trains
-that row again). --quick writes COMPARE.md and its pictures into runs/compare-quick/, leaving
+that row again from runs/compare/teacher, which --report_only rebuilds on a fresh clone), and
+ledger/ (above). --quick writes COMPARE.md and its pictures into runs/compare-quick/, leaving
 BENCHMARKS.md alone. `--rows KEY,...` runs the teacher, the dense reference and only those lines
 (a method added after the full run), into the section 'compare_KEY'; the Eventful table is
 left out.
@@ -117,6 +123,11 @@ class Settings:
   def out(self) -> str:
     """Where the pictures and the row records go (beside the plot)."""
     return os.path.dirname(self.plot)
+
+  @property
+  def ledger(self) -> str:
+    """The record of every finished run, kept beside the pictures (committed for a full run)."""
+    return os.path.join(self.out, 'ledger')
 
 
 def log(msg):
@@ -321,6 +332,13 @@ def origin(config) -> dict | None:
   return None
 
 
+def new_start(done: dict, config) -> bool:
+  """Whether the run `config` starts from was trained again since `done` was recorded (only
+  where that run is here to tell: a teacher rebuilt from the ledger has no start of its own)."""
+  start = origin(config)
+  return start is not None and done.get('start') != start
+
+
 def why_stale(workdir: str, config, done: dict | None) -> str | None:
   """Why the run in `workdir` cannot stand for `config` (None: it can, or nothing is there):
   another config, no config to check, or a start that was trained again."""
@@ -330,15 +348,48 @@ def why_stale(workdir: str, config, done: dict | None) -> str | None:
         f'{k}: {a!r} -> {b!r}' for k, (a, b) in sorted(diff.items())[:4]) + ')'
   if diff is None and done:  # a result without any config to check it against
     return 'it has no recorded config'
-  if done and done.get('start') != origin(config):
+  if done and new_start(done, config):
     return 'the run it starts from was trained again'
   return None
 
 
-def train(config, workdir: str, label: str, state: 'Journal | None' = None) -> dict:
+# ----------------------------------------------------------------------------- the ledger
+
+def entry_path(ledger: str, workdir: str) -> str:
+  return os.path.join(ledger, os.path.basename(workdir) + '.json')
+
+
+def remember(ledger: str, workdir: str, config, done: dict) -> None:
+  """Keep a finished run's request config and result in the ledger (unchanged ones as they are:
+  the teacher's entry carries more)."""
+  path = entry_path(ledger, workdir)
+  entry = json.load(open(path)) if os.path.exists(path) else {}
+  if entry.get('done') == done and not changed(entry.get('config', {}), config):
+    return
+  os.makedirs(ledger, exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump({'config': json.loads(json.dumps(config.to_dict())), 'done': done}, f, indent=1)
+
+
+def recall(ledger: str, workdir: str, config) -> dict | None:
+  """The ledger's result of the run `workdir` where it was trained with `config` from the same
+  start; None where there is no entry or it was trained otherwise."""
+  path = entry_path(ledger, workdir)
+  if not os.path.exists(path):
+    return None
+  entry = json.load(open(path))
+  if changed(entry['config'], config) or new_start(entry['done'], config):
+    return None
+  return entry['done']
+
+
+def train(config, workdir: str, label: str, state: 'Journal | None' = None,
+          ledger: str = '', use_ledger: bool = True) -> dict:
   """Train (or resume) and evaluate once; a finished run with the same config and the same
   starting run is read back, one with another config or start is set aside and trained
-  again."""
+  again. With a `ledger`, a finished run is kept in it, and a run that is not here is taken
+  from it where it was trained with the same config and start (unless not `use_ledger`: a
+  run whose checkpoint is needed)."""
   done = finished(workdir)
   why = why_stale(workdir, config, done)
   if why:
@@ -346,7 +397,15 @@ def train(config, workdir: str, label: str, state: 'Journal | None' = None) -> d
     done = None
   if done:
     log(f'{label}: done before ({100 * done["accuracy"]:.2f} %), skipped')
+    if ledger:
+      remember(ledger, workdir, config, done)
     return done
+  kept = (recall(ledger, workdir, config)
+          if ledger and use_ledger and not os.path.isdir(workdir) else None)
+  if kept:
+    log(f'{label}: kept in {portable(ledger)} ({100 * kept["accuracy"]:.2f} %), not trained '
+        'again')
+    return kept
   log(f'{label}: training in {workdir}')
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'request.json'), 'w') as f:
@@ -361,17 +420,19 @@ def train(config, workdir: str, label: str, state: 'Journal | None' = None) -> d
           'start': origin(config)}
   with open(os.path.join(workdir, 'compare.json'), 'w') as f:
     json.dump(done, f)
+  if ledger:
+    remember(ledger, workdir, config, done)
   if state is not None:
     state.save()
   return done
 
 
 class Journal:
-  """runs/<root>/run.json: the commit the comparison started at and every session's time, so a
+  """<ledger>/run.json: the commit the comparison started at and every session's time, so a
   report can name both across resumes."""
 
-  def __init__(self, root: str, record: bool = True):
-    self.path, self.record = os.path.join(root, 'run.json'), record
+  def __init__(self, ledger: str, record: bool = True):
+    self.path, self.record = os.path.join(ledger, 'run.json'), record
     self.data = (json.load(open(self.path)) if os.path.exists(self.path) else
                  {'started_commit': git_revision(), 'started': time.strftime('%Y-%m-%d %H:%M'),
                   'sessions': []})
@@ -395,11 +456,62 @@ class Journal:
 
 
 def teacher(settings: Settings, state: Journal | None = None) -> str:
-  for config, workdir in settings.teacher_before:
-    train(config, workdir, f'teacher\'s start ({os.path.basename(workdir)})', state)
+  """The teacher's work directory: trained (after the runs it starts from), read back, or
+  rebuilt from the ledger where it is not here; kept in the ledger with its weights."""
   workdir = os.path.join(settings.root, 'teacher')
-  train(settings.teacher, workdir, 'teacher', state)
+  if not os.path.isdir(workdir):
+    restore_teacher(settings.ledger, workdir, settings.teacher)
+  if finished(workdir) is None:
+    for config, start in settings.teacher_before:
+      train(config, start, f'teacher\'s start ({os.path.basename(start)})', state)
+  train(settings.teacher, workdir, 'teacher', state, ledger=settings.ledger, use_ledger=False)
+  keep_teacher(settings.ledger, workdir)
   return workdir
+
+
+def keep_teacher(ledger: str, workdir: str) -> None:
+  """Add to the teacher's ledger entry what rebuilding its work directory takes: its weights
+  (teacher.npz), the config its checkpoint holds, the step and its evaluations (the curve)."""
+  path = entry_path(ledger, workdir)
+  entry = json.load(open(path))
+  if 'saved_config' in entry and os.path.exists(os.path.join(ledger, 'teacher.npz')):
+    return
+  saved, variables, info = checkpoint.load_variables(workdir)
+  flat = traverse_util.flatten_dict(jax.device_get(variables['params']))
+  np.savez_compressed(os.path.join(ledger, 'teacher.npz'),
+                      **{'/'.join(k): np.asarray(v) for k, v in flat.items()})
+  metrics = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  entry.update(saved_config=saved.to_dict(), step=info['step'],
+               evaluations=[m for m in metrics if m.get('split') == 'eval'])
+  with open(path, 'w') as f:
+    json.dump(entry, f, indent=1)
+
+
+def restore_teacher(ledger: str, workdir: str, config) -> bool:
+  """Rebuild the teacher's work directory (one checkpoint of its weights, its config, result
+  and evaluations) from the ledger where the ledger's teacher was trained with `config`."""
+  path, weights = entry_path(ledger, workdir), os.path.join(ledger, 'teacher.npz')
+  if not (os.path.exists(path) and os.path.exists(weights)):
+    return False
+  entry = json.load(open(path))
+  diff = changed(entry['config'], config)
+  if diff or 'saved_config' not in entry:
+    log(f'the teacher in {portable(ledger)} was trained with another config '
+        f'({", ".join(sorted(diff)[:4]) or "no checkpoint config"}): training it')
+    return False
+  with np.load(weights) as f:
+    params = traverse_util.unflatten_dict({tuple(k.split('/')): f[k] for k in f.files})
+  checkpoint.save(checkpoint.manager(workdir), entry['step'], {'params': params},
+                  ml_collections.ConfigDict(entry['saved_config']))
+  for name, text in (('request.json', json.dumps(entry['config'], indent=1)),
+                     ('compare.json', json.dumps(entry['done'])),
+                     ('metrics.jsonl', ''.join(json.dumps(m) + '\n'
+                                               for m in entry['evaluations']))):
+    with open(os.path.join(workdir, name), 'w') as f:
+      f.write(text)
+  log(f'teacher: rebuilt in {portable(workdir)} from {portable(ledger)} '
+      f'({100 * entry["done"]["accuracy"]:.2f} %)')
+  return True
 
 
 def teacher_curve(workdir: str, steps_per_epoch: int) -> list[tuple[float, float]]:
@@ -447,8 +559,9 @@ def row_config(settings: Settings, key: str, knob: dict | None, init: str, seed:
 def run_vtp(settings: Settings, teacher_dir: str, budgets: list[float], channels: int,
             seed: int, fit) -> dict:
   """Sparsity training (half the epochs), then per budget: prune at the rate whose pruned model
-  comes closest to the budget, fine-tune (the other half). `fit(config, workdir, label)` trains
-  or reads back a run (None: not finished). -> {budget: (result, rate, frac, config)}."""
+  comes closest to the budget, fine-tune (the other half). `fit(config, workdir, label,
+  use_ledger)` trains or reads back a run (None: not finished).
+  -> {budget: (result, rate, frac, config)}."""
   half = dataclasses.replace(settings, epochs=settings.epochs / 2,
                              row_steps=settings.row_steps // 2)
   sparse_dir = os.path.join(settings.root, f'vtp_sparse_s{seed}')
@@ -456,7 +569,11 @@ def run_vtp(settings: Settings, teacher_dir: str, budgets: list[float], channels
   with c.unlocked():
     configs.use_method(c, 'vtp')
   one_recipe(c, new_parameters(c.model, channels))
-  if fit(c, sparse_dir, f'VTP sparsity training, seed {seed}') is None:
+  if not os.path.isdir(sparse_dir):  # every stage of this seed in the ledger: nothing to run
+    kept = recall_vtp(half, sparse_dir, c, budgets, seed)
+    if kept:
+      return kept
+  if fit(c, sparse_dir, f'VTP sparsity training, seed {seed}', use_ledger=False) is None:
     return {}
   config, params, scores = vtp_prune.load_scored(sparse_dir)
   dense_macs = macs(dense_model(config.model), channels)
@@ -469,7 +586,7 @@ def run_vtp(settings: Settings, teacher_dir: str, budgets: list[float], channels
   for budget in budgets:
     rate, frac = closest(fractions, budget)
     pruned_dir = os.path.join(settings.root, f'vtp_pruned_{budget}_s{seed}')
-    source = {'sparse': finished(sparse_dir), 'rate': round(rate, 4)}
+    source = {'sparse': finished(sparse_dir), 'rate': round(rate, 4), 'fraction': frac}
     stamp = os.path.join(pruned_dir, 'source.json')
     if os.path.isdir(pruned_dir) and (not os.path.exists(stamp) or
                                       json.load(open(stamp)) != source):
@@ -478,13 +595,40 @@ def run_vtp(settings: Settings, teacher_dir: str, budgets: list[float], channels
       vtp_prune.main(['--workdir', sparse_dir, '--rate', f'{rate:.4f}', '--out', pruned_dir])
       with open(stamp, 'w') as f:
         json.dump(source, f)
-    ft = from_teacher(half, pruned_dir, seed,
-                      model_fields=('head_dim', 'mlp_dim', 'attn_scale'))
-    one_recipe(ft, [])
+    ft = vtp_finetune(half, budget, seed)
     result = fit(ft, os.path.join(settings.root, f'vtp_{budget}_s{seed}'),
                  f'VTP at {budget}, seed {seed}')
     if result is not None:
       out[budget] = (result, rate, frac, ft)
+  return out
+
+
+def vtp_finetune(half: Settings, budget: float, seed: int):
+  """The fine-tuning config of the model pruned for `budget` (its widths come from the pruned
+  work directory when it runs)."""
+  pruned_dir = os.path.join(half.root, f'vtp_pruned_{budget}_s{seed}')
+  ft = from_teacher(half, pruned_dir, seed, model_fields=('head_dim', 'mlp_dim', 'attn_scale'))
+  one_recipe(ft, [])
+  return ft
+
+
+def recall_vtp(half: Settings, sparse_dir: str, sparse_config, budgets, seed: int) -> dict:
+  """VTP's results of `seed` from the ledger ({} unless its sparsity run and every budget's
+  fine-tuning from it are there with the same configs)."""
+  sparse = recall(half.ledger, sparse_dir, sparse_config)
+  out = {}
+  for budget in budgets if sparse else ():
+    ft = vtp_finetune(half, budget, seed)
+    path = entry_path(half.ledger, os.path.join(half.root, f'vtp_{budget}_s{seed}'))
+    entry = json.load(open(path)) if os.path.exists(path) else None
+    start = (entry['done'].get('start') if entry else None) or {}
+    if not entry or changed(entry['config'], ft) or start.get('sparse') != sparse \
+        or 'fraction' not in start:
+      return {}
+    out[budget] = (entry['done'], start['rate'], start['fraction'], ft)
+  if out:
+    log(f'VTP, seed {seed}: sparsity training and fine-tuning at '
+        f'{", ".join(map(str, budgets))} kept in {portable(half.ledger)}, not trained again')
   return out
 
 
@@ -500,7 +644,7 @@ def eventful_rows(settings: Settings, teacher_dir: str, cached_only: bool = Fals
   budgets in MACs per frame averaged over the clip (the dense first frame included), and dense
   (every token)."""
   from tokensparse.data import moving_fashion_mnist  # pylint: disable=g-import-not-at-top
-  cache = os.path.join(settings.root, 'eventful.json')
+  cache = os.path.join(settings.ledger, 'eventful.json')
   if os.path.exists(cache) or cached_only:
     return json.load(open(cache)) if os.path.exists(cache) else []
   predictor = inference.load(teacher_dir)
@@ -546,7 +690,7 @@ def speed(settings: Settings, plan: list[tuple[str, float]], cached_only: bool =
   """{(method, budget): [speed-up b32, speed-up b1, MAC fraction, setting]} of each planned
   model (knob solved on the speed backbone, or VTP's rate) timed in rounds against dense;
   ('dense', 1.0) also holds dense's images/s at each batch."""
-  cache = os.path.join(settings.root, 'speed.json')
+  cache = os.path.join(settings.ledger, 'speed.json')
   what = {'plan': [list(p) for p in plan], 'model': settings.speed_model,
           'batches': list(settings.speed_batches)}
   saved = json.load(open(cache)) if os.path.exists(cache) else {}
@@ -831,7 +975,9 @@ def report(settings: Settings, lines, eventful, teacher_result, curve, speed_of,
       'model. DynamicViT\'s paper recipe (distillation, backbone at 0.01x, frozen warm-up) is '
       'an extra row, labelled. Every row\'s config and result: '
       f'`{link(os.path.join(settings.out, "rows"))}/`; train one again with `python train.py '
-      '--config configs/saved.py:<that file> --workdir <dir>`.\n\n'
+      '--config configs/saved.py:<that file> --workdir <dir>` (on a fresh clone, '
+      '`--report_only` first rebuilds the teacher it starts from out of the committed '
+      f'`{link(settings.ledger)}/`).\n\n'
       f'**Teacher**: `{portable(os.path.join(settings.root, "teacher"))}`, '
       f'{100 * teacher_result["accuracy"]:.2f} % on {teacher_result["examples"]} test images')
   if not curve:
@@ -913,11 +1059,16 @@ def row_name(key: str, budget: float, seed: int, rec: str) -> str:
 
 def run(settings: Settings, report_only: bool = False) -> str:
   os.makedirs(settings.root, exist_ok=True)
-  journal = Journal(settings.root, record=not report_only)
+  os.makedirs(settings.ledger, exist_ok=True)
+  journal = Journal(settings.ledger, record=not report_only)
   channels = 1
   model_cfg = settings.teacher.model
-  teacher_dir = (os.path.join(settings.root, 'teacher') if report_only else
-                 teacher(settings, journal))
+  if report_only:
+    teacher_dir = os.path.join(settings.root, 'teacher')
+    if not os.path.isdir(teacher_dir):
+      restore_teacher(settings.ledger, teacher_dir, settings.teacher)
+  else:
+    teacher_dir = teacher(settings, journal)
   teacher_result = finished(teacher_dir)
   if teacher_result is None:
     raise SystemExit(f'{teacher_dir}: the teacher has not finished; run without --report_only')
@@ -937,11 +1088,15 @@ def run(settings: Settings, report_only: bool = False) -> str:
              config=config.to_dict() if config is not None else None)
     records.append(r)
 
-  def fit(config, workdir, label):
-    if report_only:
-      done = finished(workdir)
-      return done if done and not why_stale(workdir, config, done) else None
-    return train(config, workdir, label, journal)
+  def fit(config, workdir, label, use_ledger=True):
+    if not report_only:
+      return train(config, workdir, label, journal, ledger=settings.ledger,
+                   use_ledger=use_ledger)
+    done = finished(workdir)
+    if done and not why_stale(workdir, config, done):
+      return done
+    return (recall(settings.ledger, workdir, config)
+            if use_ledger and not os.path.isdir(workdir) else None)
 
   for seed in settings.seeds:  # the dense reference's seeds first: the spread of the recipe
     c = row_config(settings, 'dense', None, teacher_dir, seed)
@@ -972,7 +1127,7 @@ def run(settings: Settings, report_only: bool = False) -> str:
     for budget in settings.budgets:
       knob, frac = knobs[key, budget]
       spec = f'{method.name}:' + ','.join(f'{k}={v}' for k, v in knob.items())
-      shelf_file = os.path.join(settings.root, f'{key}_{budget}_off_the_shelf.json')
+      shelf_file = os.path.join(settings.ledger, f'{key}_{budget}_off_the_shelf.json')
       shelf = json.load(open(shelf_file)) if os.path.exists(shelf_file) else None
       if shelf is None or shelf.get('spec') != spec:
         if report_only:

@@ -6,8 +6,10 @@ train again, and resuming (a changed row is trained again, nothing is lost)."""
 import dataclasses
 import json
 import os
+import shutil
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -207,7 +209,26 @@ def test_compare_runs_every_stage_and_resumes(tmp_path, capsys):
   capsys.readouterr()
   again = compare.run(settings, report_only=True)
   assert 'training in' not in capsys.readouterr().out and '2 session(s)' in again
-  # A row trained again from its saved config gets the same accuracy.
+  # On a fresh clone (runs/ gone, the committed ledger there) --report_only rebuilds the
+  # teacher's work directory bit for bit and the same table; a full run trains nothing.
+  from tokensparse import checkpoint
+  teacher_dir = os.path.join(settings.root, 'teacher')
+  before = checkpoint.load_variables(teacher_dir)[1]['params']
+  shutil.rmtree(settings.root)
+  capsys.readouterr()
+  compare.run(settings, report_only=True)
+  assert 'teacher: rebuilt in' in capsys.readouterr().out
+  assert json.load(open(os.path.join(settings.out, 'results.json')))['lines'] == lines
+  after = checkpoint.load_variables(teacher_dir)[1]['params']
+  assert jax.tree.all(jax.tree.map(np.array_equal, before, after))
+  shutil.rmtree(settings.root)
+  body = compare.run(settings)
+  out = capsys.readouterr().out
+  assert 'training in' not in out and 'off the shelf: evaluating' not in out
+  assert out.count('not trained again') == len(trained)  # VTP's stages on one line
+  assert json.load(open(os.path.join(settings.out, 'results.json')))['lines'] == lines
+  assert '3 session(s)' in body
+  # A row trained again from its saved config (on the rebuilt teacher) gets the same accuracy.
   from tokensparse.train import loop
   row = rows['evit_0.6_s0']
   config = compare.ml_collections.ConfigDict(json.load(open(os.path.join(
