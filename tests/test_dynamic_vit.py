@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from tokensparse import configs, convert, losses, methods
+from tokensparse import configs, convert, losses, methods, objectives
 from tokensparse.methods.dynamic_vit import flops, objective
 from tokensparse.methods.dynamic_vit import ops as F
 from tokensparse.methods.dynamic_vit.model import DynamicViT, PooledViT, keep_counts
@@ -317,3 +317,33 @@ def test_token_distillation_covers_every_patch_token_without_a_class_token():
   want = (sq * mask).sum() / mask.sum()
   np.testing.assert_allclose(float(metrics['token_mse']) / 2, want, rtol=1e-5)
   # The ratio and KL terms are weighted 0: CE + token term is the loss.
+
+
+@pytest.mark.parametrize('name', ['dynamic_vit', 'pooled_vit'])
+def test_without_distillation_the_teacher_is_not_run(name):
+  """Every distillation weight 0 (the comparison's one recipe): the loss never reads the frozen
+  teacher (it runs with frozen=None) and equals CE + ratio loss by hand, where running the
+  teacher at weight 0 would only cost time."""
+  fields = dict(dynamic_vit=dict(keep_ratio=0.5, prune_layers=(1,), gumbel_noise=False),
+                pooled_vit=dict(pool_layer=1))[name]
+  weights = dict(dynamic_vit=dict(ratio_weight=2.0, distill_weight=0.0, token_weight=0.0),
+                 pooled_vit=dict(distill_weight=0.0))[name]
+  cfg = ml_collections.ConfigDict(dict(
+      model=dict(name=name, num_classes=5, image_size=16, patch_size=4, width=32, depth=2,
+                 num_heads=4, mlp_dim=64, dtype='float32', **{name: fields}),
+      loss={name: weights}, label_smoothing=0.0, init_from=dict(path='dense')))
+  model = methods.build(cfg.model)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+  params = model.init({'params': jax.random.PRNGKey(1), 'gumbel': jax.random.PRNGKey(2)}, x,
+                      train=True)['params']
+  batch = {'image': x, 'label': jnp.array([0, 3])}
+  rng = jax.random.PRNGKey(3)
+  loss, metrics = methods.get(name).loss_fn(cfg)(model, params, batch, rng, True, None)
+  assert 'kl' not in metrics and 'token_mse' not in metrics
+  logits, aux = model.apply({'params': params}, x, train=True,
+                            rngs=objectives.rngs(rng, True, ('gumbel',)))
+  ce = np.asarray(losses.cross_entropy(logits, batch['label'], 0.0))
+  want = ce.mean()
+  if name == 'dynamic_vit':
+    want = (ce + 2.0 * np.asarray(objective.keep_ratio_loss(aux['masks'], [0.5]))).mean()
+  np.testing.assert_allclose(float(loss), want, rtol=1e-6)

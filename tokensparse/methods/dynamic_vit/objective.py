@@ -40,9 +40,11 @@ def teacher_variables(config, params) -> dict[str, Any]:
   return {'teacher': {k: v for k, v in params.items() if not k.startswith(PARAM_PREFIXES)}}
 
 
-def with_teacher(config, terms: Callable) -> Callable:
+def with_teacher(config, terms: Callable, needed: bool = True) -> Callable:
   """A loss_fn that evaluates as plain classification and, in training, runs the student and
-  the frozen dense teacher and returns terms(batch, logits, aux, t_logits, t_aux, ce)."""
+  the frozen dense teacher and returns terms(batch, logits, aux, t_logits, t_aux, ce). Not
+  `needed` (every distillation weight 0): the teacher's forward is skipped, t_logits and t_aux
+  are None."""
   teacher = backbone.ViT(**backbone.backbone_kwargs(config.model))
   smoothing = config.get('label_smoothing', 0.0)
   evaluate = objectives.classification_loss(config)
@@ -53,7 +55,7 @@ def with_teacher(config, terms: Callable) -> Callable:
     logits, aux = model.apply({'params': params}, batch['image'], train=True,
                               rngs=objectives.rngs(rng, True, ('gumbel',)))
     t_logits, t_aux = jax.lax.stop_gradient(
-        teacher.apply({'params': frozen['teacher']}, batch['image']))
+        teacher.apply({'params': frozen['teacher']}, batch['image'])) if needed else (None, None)
     ce = losses.cross_entropy(logits, batch['label'], smoothing)
     loss, extra = terms(batch, logits, aux, t_logits, t_aux, ce)
     metrics = objectives.classification_metrics(logits, batch['label'], ce, jnp.ones_like(ce))
@@ -69,10 +71,12 @@ def distilled_classification_loss(config, weights) -> Callable:
   weight = weights.distill_weight
 
   def terms(batch, logits, aux, t_logits, t_aux, ce):
+    if t_logits is None:
+      return ce.mean(), {}
     kl = losses.kl_to_teacher(logits, t_logits)
     return (ce + weight * kl).mean(), {'kl': kl.sum()}
 
-  return with_teacher(config, terms)
+  return with_teacher(config, terms, needed=weight != 0)
 
 
 def dynamic_vit_loss(config, fields, dv) -> Callable:
@@ -85,6 +89,9 @@ def dynamic_vit_loss(config, fields, dv) -> Callable:
 
   def terms(batch, logits, aux, t_logits, t_aux, ce):
     ratio = keep_ratio_loss(aux['masks'], targets)
+    if t_logits is None:
+      return (ce + dv.ratio_weight * ratio).mean(), {
+          'ratio_loss': ratio.sum(), 'kept_fraction': aux['final_mask'].mean(1).sum()}
     kl = losses.kl_to_teacher(logits, t_logits)
     # The reference detaches the final mask here: token distillation must not steer the keep
     # decisions (only the attention masks and the ratio loss do).
@@ -94,4 +101,4 @@ def dynamic_vit_loss(config, fields, dv) -> Callable:
     return loss, {'ratio_loss': ratio.sum(), 'kl': kl.sum(), 'token_mse': token * ce.shape[0],
                   'kept_fraction': aux['final_mask'].mean(1).sum()}
 
-  return with_teacher(config, terms)
+  return with_teacher(config, terms, needed=dv.distill_weight != 0 or dv.token_weight != 0)
