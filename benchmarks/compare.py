@@ -1156,10 +1156,13 @@ def run(settings: Settings, report_only: bool = False) -> str:
                 progress)
   rows_dir = os.path.join(settings.out, 'rows')
   os.makedirs(rows_dir, exist_ok=True)
+  kept = {r['row'] + '.json' for r in records if r['config'] is not None}
   for r in records:
     if r['config'] is not None:
       with open(os.path.join(rows_dir, r['row'] + '.json'), 'w') as f:
         json.dump(r, f, indent=1)
+  for name in set(os.listdir(rows_dir)) - kept if not settings.rows else ():
+    os.remove(os.path.join(rows_dir, name))  # a row of an older run (another teacher, config)
   with open(os.path.join(settings.out, 'results.json' if not settings.rows else
                          'results' + ''.join(f'_{k}' for k in settings.rows) + '.json'),
             'w') as f:

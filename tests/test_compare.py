@@ -160,6 +160,8 @@ def read_rows(settings):
 
 def test_compare_runs_every_stage_and_resumes(tmp_path, capsys):
   settings = tiny_settings(tmp_path)
+  os.makedirs(os.path.join(settings.out, 'rows'))
+  open(os.path.join(settings.out, 'rows', 'dense_1.0_s7.json'), 'w').write('{}')  # an old run's
   body = compare.run(settings)
   results = json.load(open(os.path.join(settings.out, 'results.json')))
   lines = results['lines']
