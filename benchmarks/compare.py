@@ -22,7 +22,9 @@ fresh clone, so a row's committed config trains again at once). Stages:
    cls) trained for --teacher_epochs from it with its own schedule, evaluated after every
    epoch. Its test-accuracy curve is drawn (docs/compare/teacher.png) and called converged
    when each of its last two epochs changed it by less than the seed-to-seed standard
-   deviation of the dense reference row (two-sided: a drop fails as a rise does).
+   deviation of the dense reference row (two-sided: a drop fails as a rise does), or, failing
+   that, when the curve's next point does: the dense reference, the one recipe on top of the
+   teacher, changes it by less than that deviation on average (drawn on the curve).
 2. The rows are the registry's: every method's `variants()` (tokensparse/methods/<name>/),
    e.g. DynamicViT and static selection, 2x2 pooling, TokenLearner, VTP, ToMe, EViT, ATS. For
    each budget (fractions of dense MACs, default 0.5, 0.65, 0.8) the method's `budget_knobs`
@@ -801,16 +803,24 @@ def off_budget(line: dict) -> bool:
   return line['key'] != 'dense' and abs(line['mac_fraction'] / line['budget'] - 1) > TOLERANCE
 
 
-def convergence(curve: list[tuple[float, float]], sd: float | None) -> tuple[list[float], str]:
-  """The changes of the teacher's last two epochs and the verdict against the seed spread."""
+def convergence(curve: list[tuple[float, float]], sd: float | None,
+                after: float | None = None) -> tuple[list[float], str]:
+  """The changes of the teacher's last two epochs and the verdict against the seed spread `sd`
+  (two-sided). `after`: the mean change that the one recipe makes from the teacher's end (the
+  dense reference, every seed), the curve's next point. When the last two epochs fail, the
+  teacher still counts as converged if that next point moves it by less than `sd`: the training
+  every row gets on top of the teacher changes the dense model by less than seed noise."""
   if len(curve) < 3:
     return [], 'not judged: fewer than three evaluations of the teacher'
   changes = [curve[-1][1] - curve[-2][1], curve[-2][1] - curve[-3][1]]
   if not sd:
     return changes, 'not judged yet: the dense reference needs two seeds for a spread'
-  ok = all(abs(c) < sd for c in changes)
-  return changes, ('converged' if ok else
-                   'NOT converged by this test: train the teacher longer (--teacher_epochs)')
+  if all(abs(c) < sd for c in changes):
+    return changes, 'converged'
+  if after is not None and abs(after) < sd:
+    return changes, ('converged once continued: its own schedule ended moving more than the '
+                     'seed spread, the recipe on top of it (the dense reference) moves it less')
+  return changes, 'NOT converged by this test: train the teacher longer (--teacher_epochs)'
 
 
 def at_speed(line_pts: list[tuple[float, float]], target: float) -> float | None:
@@ -907,10 +917,18 @@ def plots(settings: Settings, lines: list[dict], curve, speed_of: dict) -> dict:
         for bi, batch in enumerate(settings.speed_batches[:2])])
   if curve:
     paths['teacher'] = os.path.join(settings.out, 'teacher.png')
+    teacher = [{'label': 'dense teacher', 'colour': (0, 0, 0),
+                'x': [e for e, _ in curve], 'y': [a for _, a in curve]}]
+    dense = next((ln for ln in lines if ln['key'] == 'dense' and ln['recipe'] == 'one'), None)
+    if dense:  # the curve's next point: the one recipe from the teacher (mean, bar: sd)
+      length = (settings.row_steps / settings.epoch_steps if settings.row_steps else
+                settings.epochs)
+      teacher.append({'label': f'+ the recipe: dense reference ({dense["n"]} seed(s))',
+                      'colour': (214, 39, 40), 'dashed': True,
+                      'x': [curve[-1][0], curve[-1][0] + length],
+                      'y': [curve[-1][1], dense['mean']], 'err': [0.0, dense['sd']]})
     line_plot(paths['teacher'], [{'title': 'teacher: test accuracy after each epoch',
-                                  'xlabel': 'epoch', 'ylabel': 'accuracy %', 'series': [
-                                      {'label': 'dense teacher', 'colour': (0, 0, 0),
-                                       'x': [e for e, _ in curve], 'y': [a for _, a in curve]}]}])
+                                  'xlabel': 'epoch', 'ylabel': 'accuracy %', 'series': teacher}])
   return paths
 
 
@@ -919,9 +937,11 @@ def plots(settings: Settings, lines: list[dict], curve, speed_of: dict) -> dict:
 def report(settings: Settings, lines, eventful, teacher_result, curve, speed_of, journal,
            paths, progress=(0, 0)) -> str:
   dense = next((ln for ln in lines if ln['key'] == 'dense'), None)
-  changes, verdict = convergence(curve, dense['sd'] if dense and dense['n'] > 1 else None)
   teacher_line = {'mean': 100 * teacher_result['accuracy'], 'sd': 0.0, 'n': 1,
                   'recipe': 'teacher'}
+  spread = dense['sd'] if dense and dense['n'] > 1 else None
+  after = dense['mean'] - teacher_line['mean'] if spread else None
+  changes, verdict = convergence(curve, spread, after)
   speed_name = settings.speed_model.get('variant', 'custom')
   t = []
   for ln in lines:
@@ -990,7 +1010,9 @@ def report(settings: Settings, lines, eventful, teacher_result, curve, speed_of,
         f' after {curve[-1][0]:g} epochs; its last two epochs changed test accuracy by '
         + ' and '.join(f'{c:+.2f}' for c in changes[::-1]) + ' points'
         + (f' against a seed-to-seed standard deviation of {dense["sd"]:.2f} for the dense '
-           'reference' if dense and dense['n'] > 1 else '')
+           f'reference; the recipe on top of it (the dense reference, {length_text}, '
+           f'{dense["n"]} seeds) changed it by '
+           f'{after:+.2f} on average' if spread else '')
         + f': **{verdict}** (two-sided). ![teacher curve]({link(paths["teacher"])})\n\n')
     if dense and dense['n'] > 1:
       diff, noise = gap(dense, teacher_line)

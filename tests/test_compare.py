@@ -136,6 +136,13 @@ def test_seeds_pool_into_mean_and_spread_and_only_real_gaps_rank():
   assert compare.convergence([(1, 85.5), (2, 86.0), (3, 85.9)], 0.2)[1].startswith('NOT')
   assert compare.convergence([(1, 86.0), (2, 85.5), (3, 85.5)], 0.2)[1].startswith('NOT')
   assert compare.convergence([(1, 86.0), (2, 85.5), (3, 85.5)], None)[1].startswith('not judged')
+  # Failing its last epochs, the teacher is still converged when the curve's next point (the
+  # recipe on top of it: the dense reference) moves it by less than the spread, two-sided.
+  rising = [(1, 85.5), (2, 85.6), (3, 85.9)]
+  assert compare.convergence(rising, 0.2, after=0.15)[1].startswith('converged once continued')
+  assert compare.convergence(rising, 0.2, after=-0.15)[1].startswith('converged once continued')
+  assert compare.convergence(rising, 0.2, after=-0.25)[1].startswith('NOT')
+  assert compare.convergence(rising, 0.2, after=0.25)[1].startswith('NOT')
   # Accuracy at equal speed: between a method's measured points only.
   assert compare.at_speed([(1.2, 86.0), (1.6, 84.0)], 1.4) == 85.0
   assert compare.at_speed([(1.2, 86.0), (1.6, 84.0)], 1.8) is None
@@ -279,7 +286,9 @@ def test_rows_option_runs_one_method_with_seeds_beside_the_full_table(tmp_path):
   assert 'Eventful Transformer on clips' not in body
   # The teacher's verdict uses the dense reference's spread, two-sided.
   curve = results['teacher']['curve']
-  changes, verdict = compare.convergence([tuple(p) for p in curve], lines['dense', 'one']['sd'])
+  dense = lines['dense', 'one']
+  changes, verdict = compare.convergence([tuple(p) for p in curve], dense['sd'],
+                                         dense['mean'] - results['teacher']['accuracy'])
   assert len(curve) == 3 and f'**{verdict}**' in body
 
 
