@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), '..')
 BENCHMARKS_MD = os.path.join(ROOT, 'BENCHMARKS.md')
+README_MD = os.path.join(ROOT, 'README.md')
 
 
 def device_description() -> str:
@@ -81,9 +82,9 @@ def git_revision() -> str:
     return 'unknown'
 
 
-def write_section(name: str, body: str) -> None:
-  """Replace (or append) the section `name` of BENCHMARKS.md."""
-  text = open(BENCHMARKS_MD).read() if os.path.exists(BENCHMARKS_MD) else \
+def write_section(name: str, body: str, path: str = BENCHMARKS_MD) -> None:
+  """Replace (or append) the section `name` of BENCHMARKS.md (or of the markdown at `path`)."""
+  text = open(path).read() if os.path.exists(path) else \
       '# Benchmarks\n\nMade by the scripts in `benchmarks/`; each writes its own section.\n'
   begin, end = f'<!-- BEGIN {name} -->', f'<!-- END {name} -->'
   section = f'{begin}\n{body.strip()}\n{end}'
@@ -91,7 +92,7 @@ def write_section(name: str, body: str) -> None:
     text = re.sub(re.escape(begin) + '.*?' + re.escape(end), lambda _: section, text, flags=re.S)
   else:
     text = text.rstrip() + '\n\n' + section + '\n'
-  with open(BENCHMARKS_MD, 'w') as f:
+  with open(path, 'w') as f:
     f.write(text)
 
 

@@ -35,7 +35,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tokensparse import detection
 from tokensparse.backbone.vit import ViT
 from tokensparse.data.fashion_mnist import CLASS_NAMES
 from tokensparse.detection import metrics

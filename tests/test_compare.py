@@ -129,6 +129,11 @@ def test_seeds_pool_into_mean_and_spread_and_only_real_gaps_rank():
   assert np.isnan(compare.gap(ats, lines['evit'])[1])
   text = compare.which_when(single, (0.5,))[0]
   assert 'evit is highest' in text and 'not ranked yet (one seed so far): ats' in text
+  # The README's "which method when" is this ranking, generated, and says when it is partial.
+  readme = compare.readme_which_when(single, (0.5,), (7, 84))
+  assert 'partial: 7 of its 84 trained runs' in readme and text in readme
+  assert 'partial' not in compare.readme_which_when(single, (0.5,), (84, 84))
+  assert compare.readme_which_when([], (0.5,), (0, 84)).endswith('- Nothing is ranked yet.')
   shelf = dict(lines['evit'], recipe='shelf', n=1, sd=0.0)
   assert compare.gap(shelf, dict(shelf, mean=85.0))[1] == 0.0    # the teacher, evaluated twice
   # Convergence is two-sided: a drop fails as a rise does.
