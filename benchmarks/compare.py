@@ -985,7 +985,8 @@ def report(settings: Settings, lines, eventful, teacher_result, curve, speed_of,
   def link(path):  # relative to where the report is read
     return os.path.relpath(path, where)
   sessions = journal.data['sessions']
-  commits = sorted({s['commit'] for s in sessions} - {journal.data['started_commit']})
+  commits = list(dict.fromkeys(s['commit'] for s in sessions  # in the order they ran
+                              if s['commit'] != journal.data['started_commit']))
   seeds_done = sorted({s for ln in lines for s in ln['seeds']})
   recipe_text = (
       f'AdamW from the teacher for {length_text}: the parameters the method adds at lr '
