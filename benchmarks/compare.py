@@ -799,6 +799,10 @@ def lines_of(records: list[dict]) -> list[dict]:
   return out
 
 
+# How a row's recipe shows after its method's label.
+RECIPE_TAIL = {'one': '', 'shelf': ', off the shelf', 'paper': ', paper recipe'}
+
+
 def off_budget(line: dict) -> bool:
   return line['key'] != 'dense' and abs(line['mac_fraction'] / line['budget'] - 1) > TOLERANCE
 
@@ -841,7 +845,9 @@ def readme_which_when(lines: list[dict], budgets, progress: tuple[int, int]) -> 
            + (f'; partial: {done} of its {planned} trained runs have finished' if done < planned
               else '') + '.* Mean test accuracy after the one recipe, per budget (fraction of '
            'dense MACs); a line is "lower" only when its gap to the best exceeds twice the '
-           'standard error of the difference, and a line with one seed is not ranked.\n\n')
+           'standard error of the difference, and a line with one seed is not ranked; rows of '
+           'another recipe (off the shelf, a paper\'s recipe) are compared with the best, '
+           'not ranked.\n\n')
           + '\n'.join(which_when(lines, budgets) or ['- Nothing is ranked yet.']))
 
 
@@ -870,6 +876,17 @@ def which_when(lines: list[dict], budgets) -> list[str]:
       text += '; lower beyond noise: ' + ', '.join(ln['label'] for ln in lower)
     if waiting:
       text += '; not ranked yet (one seed so far): ' + ', '.join(waiting)
+    # Rows of another recipe (off the shelf, a paper's recipe) are not ranked with the one
+    # recipe, but a reader compares them with its best: say where each stands, with its noise.
+    others = []
+    for ln in lines:
+      if ln['budget'] == budget and ln['recipe'] != 'one':
+        diff, noise = gap(ln, best)
+        verdict = ('one seed, no verdict' if np.isnan(noise) else
+                   'within noise' if abs(diff) <= noise else 'beyond noise')
+        others.append(f'{ln["label"]}{RECIPE_TAIL[ln["recipe"]]} ({diff:+.2f}, {verdict})')
+    if others:
+      text += f'; other recipes against {best["label"]}: ' + ', '.join(others)
     out.append(text + '.')
   return out
 
@@ -888,12 +905,11 @@ def plots(settings: Settings, lines: list[dict], curve, speed_of: dict) -> dict:
   error bars: the seeds' standard deviation."""
   present = [k for k in ['dense'] + list(ROWS) if any(ln['key'] == k for ln in lines)]
   label = {k: 'dense (one recipe)' if k == 'dense' else ROWS[k][1].label for k in present}
-  tail = {'one': '', 'shelf': ', off the shelf', 'paper': ', paper recipe'}
 
   def series(key, rec, xy):
     pts = sorted((xy(ln), ln['mean'], ln['sd']) for ln in lines
                  if ln['key'] == key and ln['recipe'] == rec and xy(ln) is not None)
-    return [{'label': label[key] + tail[rec], 'colour': COLOURS[key], 'dashed': rec != 'one',
+    return [{'label': label[key] + RECIPE_TAIL[rec], 'colour': COLOURS[key], 'dashed': rec != 'one',
              'x': [p[0] for p in pts], 'y': [p[1] for p in pts],
              'err': [p[2] for p in pts]}] if pts else []
 
@@ -960,8 +976,7 @@ def report(settings: Settings, lines, eventful, teacher_result, curve, speed_of,
     ref = teacher_line if ln['recipe'] == 'shelf' else dense
     diff, noise = gap(ln, ref) if ref else (0.0, 0.0)
     sp = speed_of.get((ln['key'], ln['budget']))
-    label = ln['label'] + {'one': '', 'shelf': ', off the shelf',
-                           'paper': ', paper recipe'}[ln['recipe']]
+    label = ln['label'] + RECIPE_TAIL[ln['recipe']]
     t.append([label, ln['setting'], '—' if exact(ln) else str(ln['n']),
               f'{ln["mean"]:.2f} ± {ln["sd"]:.2f} %' if ln['n'] > 1 else f'{ln["mean"]:.2f} %',
               '—' if ln['key'] == 'dense' and ln['recipe'] == 'one' else

@@ -136,6 +136,14 @@ def test_seeds_pool_into_mean_and_spread_and_only_real_gaps_rank():
   assert compare.readme_which_when([], (0.5,), (0, 84)).endswith('- Nothing is ranked yet.')
   shelf = dict(lines['evit'], recipe='shelf', n=1, sd=0.0)
   assert compare.gap(shelf, dict(shelf, mean=85.0))[1] == 0.0    # the teacher, evaluated twice
+  # Rows of another recipe are not ranked, but each is set against the best with its verdict:
+  # evit's noise is 2 * 0.2 / sqrt(3) = 0.23 against an exact shelf row.
+  others = [rec('tome', s, a) | {'recipe': 'paper'} for s, a in enumerate((85.2, 85.1, 85.3))]
+  others += [rec('evit', 0, 84.7) | {'recipe': 'shelf', 'seed': None}]
+  text = compare.which_when(compare.lines_of(recs + others), (0.5,))[0]
+  assert 'evit is highest' in text                     # the paper row (85.2) does not compete
+  assert text.endswith('other recipes against evit: tome, paper recipe (+0.00, within noise), '
+                       'evit, off the shelf (-0.50, beyond noise).'), text
   # Convergence is two-sided: a drop fails as a rise does.
   assert compare.convergence([(1, 85.5), (2, 85.52), (3, 85.55)], 0.1)[1] == 'converged'
   assert compare.convergence([(1, 85.5), (2, 86.0), (3, 85.9)], 0.2)[1].startswith('NOT')
