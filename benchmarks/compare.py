@@ -780,6 +780,13 @@ def gap(a: dict, b: dict) -> tuple[float, float]:
   return a['mean'] - b['mean'], 2 * float(se)
 
 
+def noise_verdict(a: dict, b: dict) -> str:
+  """Whether the gap between two lines is 'within noise' or 'beyond noise' (see `gap`)."""
+  diff, noise = gap(a, b)
+  return ('one seed, no verdict' if np.isnan(noise) else
+          'within noise' if abs(diff) <= noise else 'beyond noise')
+
+
 def lines_of(records: list[dict]) -> list[dict]:
   """Seeds of one (method, budget, recipe) pooled into a line: mean, sd and n of accuracy."""
   groups: dict[tuple, list[dict]] = {}
@@ -865,7 +872,7 @@ def which_when(lines: list[dict], budgets) -> list[str]:
                    'two seeds.')
       continue
     best = max(pool, key=lambda ln: ln['mean'])
-    tied = [ln for ln in pool if ln is not best and abs(gap(best, ln)[0]) <= gap(best, ln)[1]]
+    tied = [ln for ln in pool if ln is not best and noise_verdict(ln, best) == 'within noise']
     lower = [ln for ln in pool if ln is not best and ln not in tied]
     text = (f'- **{budget:g} of dense MACs**: {best["label"]} is highest '
             f'({best["mean"]:.2f} ± {best["sd"]:.2f} %, {best["n"]} seed(s))')
@@ -878,13 +885,9 @@ def which_when(lines: list[dict], budgets) -> list[str]:
       text += '; not ranked yet (one seed so far): ' + ', '.join(waiting)
     # Rows of another recipe (off the shelf, a paper's recipe) are not ranked with the one
     # recipe, but a reader compares them with its best: say where each stands, with its noise.
-    others = []
-    for ln in lines:
-      if ln['budget'] == budget and ln['recipe'] != 'one':
-        diff, noise = gap(ln, best)
-        verdict = ('one seed, no verdict' if np.isnan(noise) else
-                   'within noise' if abs(diff) <= noise else 'beyond noise')
-        others.append(f'{ln["label"]}{RECIPE_TAIL[ln["recipe"]]} ({diff:+.2f}, {verdict})')
+    others = [f'{ln["label"]}{RECIPE_TAIL[ln["recipe"]]} ({ln["mean"] - best["mean"]:+.2f}, '
+              f'{noise_verdict(ln, best)})'
+              for ln in lines if ln['budget'] == budget and ln['recipe'] != 'one']
     if others:
       text += f'; other recipes against {best["label"]}: ' + ', '.join(others)
     out.append(text + '.')
@@ -921,9 +924,9 @@ def plots(settings: Settings, lines: list[dict], curve, speed_of: dict) -> dict:
   # sits 30 points lower and would flatten every trained line into one band.
   shelf = [k for k in present if any(ln['key'] == k and ln['recipe'] == 'shelf' for ln in lines)]
   panels = [{'title': 'test accuracy (%; bars: sd of seeds; dashed: paper recipe) vs MACs',
-             'xlabel': 'MACs / dense',
-             'ylabel': 'accuracy %', 'series': [s for k in present for rec in ('one', 'paper')
-                                                for s in series(k, rec, macs)]}]
+             'xlabel': 'MACs / dense', 'ylabel': 'accuracy %',
+             'series': [s for k in present for rec in ('one', 'paper')
+                        for s in series(k, rec, macs)]}]
   if shelf:
     panels.append({'title': 'off the shelf (dashed) and trained, vs MACs',
                    'xlabel': 'MACs / dense', 'ylabel': 'accuracy %',
